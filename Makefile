@@ -1,0 +1,41 @@
+# trustgate: `make run` serves the example configuration, `make test` runs the whole suite.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test unit e2e lint crds deps venv clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import ensurepip' 2>/dev/null || (apt-get update -qq && apt-get install -y -qq python3-venv)
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	@touch $@
+
+venv: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/trustgate serve --config examples/config --port 8443
+
+deps:
+	scripts/install-test-deps.sh
+
+test: deps $(STAMP) lint
+	$(BIN)/pytest tests
+
+unit: $(STAMP)
+	$(BIN)/pytest tests/unit
+
+e2e: deps $(STAMP)
+	$(BIN)/pytest tests/e2e
+
+lint: $(STAMP)
+	$(BIN)/ruff check webhook controller tests
+	$(BIN)/mypy
+
+crds: $(STAMP)
+	$(BIN)/python -m controller.crds crds
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

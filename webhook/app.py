@@ -1,0 +1,111 @@
+"""The FastAPI webhook: `POST /validate`, `GET /healthz`, `GET /readyz`.
+
+Every AdmissionReview gets an answer: a malformed body is a 400 with a message, and any fault during
+verification denies the images concerned (the pipeline fails closed), never a 500 that a `failurePolicy:
+Ignore` would turn into an admission.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from webhook.admission import (
+    BadReviewError,
+    fit_message,
+    object_images,
+    parse_review,
+    review_response,
+)
+from webhook.pipeline import Pipeline, VerifySettings
+from webhook.policy.compile import PolicySet
+from webhook.registry.client import RegistryClient, RegistrySettings
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 3 * 1024 * 1024  # the API server's own request limit
+
+
+@dataclass
+class WebhookConfig:
+    policies: PolicySet
+    registry: RegistrySettings
+    verify: VerifySettings
+
+
+class _WebhookState:
+    pipeline: Pipeline | None = None
+
+
+def create_app(config: WebhookConfig) -> FastAPI:
+    state = _WebhookState()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        registry = RegistryClient(config.registry)
+        state.pipeline = Pipeline(config.policies, registry, config.verify)
+        log.info("serving policy generation %d with %d TrustPolicies", config.policies.generation,
+                 len(config.policies.policies))
+        try:
+            yield
+        finally:
+            state.pipeline = None
+            await registry.aclose()
+
+    app = FastAPI(title="trustgate", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        if state.pipeline is None:
+            return JSONResponse({"status": "not ready", "reason": "no policy loaded"}, status_code=503)
+        return JSONResponse({"status": "ready", "policyGeneration": state.pipeline.policies.generation})
+
+    @app.post("/validate")
+    async def validate(request: Request) -> JSONResponse:
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+            return _bad_request(f"body larger than {MAX_BODY_BYTES} bytes")
+        body = bytearray()
+        async for chunk in request.stream():
+            body.extend(chunk)
+            if len(body) > MAX_BODY_BYTES:
+                return _bad_request(f"body larger than {MAX_BODY_BYTES} bytes")
+        try:
+            review = parse_review(bytes(body))
+            images = object_images(review) if review.operation in ("CREATE", "UPDATE") else []
+        except BadReviewError as exc:
+            return _bad_request(str(exc))
+        if images is None:
+            return JSONResponse(review_response(
+                review.uid, False, f"trustgate has no rule for kind {review.kind!r}; check the webhook rules"))
+        pipeline = state.pipeline
+        if pipeline is None:
+            return JSONResponse(review_response(review.uid, False, "trustgate is not ready: no policy loaded"))
+        verdicts = await pipeline.verify_images([image.image for image in images])
+        denied = [verdict for verdict in verdicts if not verdict.allowed]
+        where = {image.image: image.field_path for image in images}
+        for verdict in verdicts:
+            log.info("%s %s/%s %s %s: %s", review.uid, review.namespace, review.name or "(generated)",
+                     where[verdict.image], verdict.image,
+                     "admitted" if verdict.allowed else "denied " + "; ".join(verdict.reasons))
+        warnings = [warning for verdict in verdicts for warning in verdict.warnings]
+        if denied:
+            message = fit_message([f"image {verdict.image} ({where[verdict.image]}) denied: "
+                                   + "; ".join(verdict.reasons) for verdict in {v.image: v for v in denied}.values()])
+            return JSONResponse(review_response(review.uid, False, message, warnings))
+        return JSONResponse(review_response(review.uid, True, warnings=warnings))
+
+    return app
+
+
+def _bad_request(message: str) -> JSONResponse:
+    return JSONResponse({"error": "bad AdmissionReview", "message": message}, status_code=400)

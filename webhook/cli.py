@@ -1,0 +1,167 @@
+"""`trustgate verify | serve`: thin faces over the same pipeline.
+
+Exit codes of `verify`: 0 every image admitted, 1 any image denied, 2 usage or configuration error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from webhook.config import ConfigFileError, load_resources
+from webhook.pipeline import ImageVerdict, Pipeline, VerifySettings
+from webhook.policy.compile import PolicySet, compile_policy_set
+from webhook.registry.auth import CredentialsError, load_docker_config
+from webhook.registry.client import RegistryClient, RegistrySettings
+
+log = logging.getLogger("trustgate")
+
+EXIT_ADMITTED = 0
+EXIT_DENIED = 1
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """A command-line or configuration fault: exit 2 with the message."""
+
+
+def _registry_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, type=Path, metavar="DIR",
+                        help="directory of TrustStore/TrustPolicy manifests (multi-document YAML allowed)")
+    parser.add_argument("--registry-ca", metavar="FILE", help="PEM bundle of extra CAs trusted for registries")
+    parser.add_argument("--registry-auth", metavar="DOCKERCONFIGJSON",
+                        help="registry credentials in dockerconfigjson format")
+    parser.add_argument("--insecure-registry", action="append", default=[], metavar="HOST:PORT",
+                        help="allow plain HTTP to this registry (repeatable); certificates are never unchecked")
+    parser.add_argument("--no-match", choices=("deny", "warn", "allow"), default="deny",
+                        help="verdict for an image no TrustPolicy matches (default: deny)")
+    parser.add_argument("--deadline", type=float, default=9.0, metavar="SECONDS",
+                        help="per-image verification deadline; past it the image is denied (default: 9)")
+    parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="trustgate", description="Admit container images only when signed by keys you trust.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    verify = commands.add_parser("verify", help="verify images against a configuration directory")
+    _registry_flags(verify)
+    verify.add_argument("--output", choices=("text", "json"), default="text")
+    verify.add_argument("images", nargs="+", metavar="IMAGE")
+
+    serve = commands.add_parser("serve", help="serve the admission webhook over HTTPS")
+    _registry_flags(serve)
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8443)
+    serve.add_argument("--tls-cert", metavar="FILE", help="serving certificate (PEM)")
+    serve.add_argument("--tls-key", metavar="FILE", help="serving key (PEM)")
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> tuple[RegistrySettings, VerifySettings]:
+    for flag, value in (("--registry-ca", args.registry_ca), ("--registry-auth", args.registry_auth)):
+        if value is not None and not Path(value).is_file():
+            raise UsageError(f"{flag} {value}: no such file")
+    if args.registry_auth:
+        try:
+            load_docker_config(args.registry_auth)
+        except CredentialsError as exc:
+            raise UsageError(f"--registry-auth {exc}") from None
+    for registry in args.insecure_registry:
+        if "/" in registry or "://" in registry:
+            raise UsageError(f"--insecure-registry {registry!r}: expected HOST:PORT")
+    if args.deadline <= 0:
+        raise UsageError("--deadline must be positive")
+    registry = RegistrySettings(
+        ca_file=args.registry_ca,
+        docker_config=args.registry_auth,
+        insecure_registries=frozenset(args.insecure_registry),
+        timeout_seconds=min(8.0, args.deadline),
+    )
+    return registry, VerifySettings(no_match=args.no_match, deadline_seconds=args.deadline)
+
+
+def _load_policies(directory: Path) -> PolicySet:
+    try:
+        return compile_policy_set(load_resources(directory))
+    except ConfigFileError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _print_text(verdicts: Sequence[ImageVerdict]) -> None:
+    for verdict in verdicts:
+        status = "ADMITTED" if verdict.allowed else "DENIED"
+        digest = f" ({verdict.digest})" if verdict.digest else ""
+        print(f"{status} {verdict.image}{digest}")
+        for line in verdict.result.explain()[1:]:
+            print(f"  {line}")
+        for warning in verdict.warnings:
+            print(f"  warning: {warning}")
+
+
+async def _verify(images: Sequence[str], policies: PolicySet, registry_settings: RegistrySettings,
+                  settings: VerifySettings) -> list[ImageVerdict]:
+    registry = RegistryClient(registry_settings)
+    try:
+        return await Pipeline(policies, registry, settings).verify_images(images)
+    finally:
+        await registry.aclose()
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    registry_settings, settings = _settings(args)
+    policies = _load_policies(args.config)
+    try:
+        verdicts = asyncio.run(_verify(args.images, policies, registry_settings, settings))
+    finally:
+        policies.close()
+    allowed = all(verdict.allowed for verdict in verdicts)
+    if args.output == "json":
+        json.dump({"allowed": allowed, "images": [verdict.to_dict() for verdict in verdicts]}, sys.stdout,
+                  indent=2)
+        sys.stdout.write("\n")
+    else:
+        _print_text(verdicts)
+    return EXIT_ADMITTED if allowed else EXIT_DENIED
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from webhook.app import WebhookConfig, create_app
+    from webhook.tls import MODERN_CIPHERS, write_self_signed
+
+    registry_settings, settings = _settings(args)
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise UsageError("--tls-cert and --tls-key go together")
+    policies = _load_policies(args.config)
+    try:
+        if args.tls_cert is None:
+            cert, key = write_self_signed([args.host, "localhost"])
+            log.warning("no --tls-cert given: serving a self-signed certificate written to %s", cert)
+        else:
+            cert, key = Path(args.tls_cert), Path(args.tls_key)
+        app = create_app(WebhookConfig(policies, registry_settings, settings))
+        uvicorn.run(app, host=args.host, port=args.port, ssl_certfile=str(cert), ssl_keyfile=str(key),
+                    ssl_ciphers=MODERN_CIPHERS, log_config=None, access_log=False,
+                    timeout_graceful_shutdown=10)
+    finally:
+        policies.close()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(stream=sys.stderr, level=args.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return run_verify(args) if args.command == "verify" else run_serve(args)
+    except UsageError as exc:
+        print(f"trustgate: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE

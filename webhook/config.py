@@ -1,0 +1,123 @@
+"""Loading TrustStore and TrustPolicy manifests from a directory, the files you would `kubectl apply`.
+
+Every fault is reported as `FILE: Kind NAME: spec.path.to.field: what is wrong`. Documents of other API
+groups (a Namespace, a Secret) are skipped with a log line; a document that claims the trustgate.dev group
+but is not a valid TrustStore or TrustPolicy is an error.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from webhook.policy.models import GROUP, TrustPolicy, TrustStore
+from webhook.verifiers.base import validation_errors
+
+log = logging.getLogger(__name__)
+
+CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+class ConfigFileError(Exception):
+    """A configuration fault located in a file and a resource."""
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    file: str
+    kind: str
+    name: str
+
+    def error(self, path: str, message: str) -> ConfigFileError:
+        located = f"{path}: {message}" if path else message
+        return ConfigFileError(f"{self.file}: {self.kind} {self.name}: {located}")
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedResources:
+    stores: tuple[tuple[Origin, TrustStore], ...]
+    policies: tuple[tuple[Origin, TrustPolicy], ...]
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML keeps the last of duplicate keys; in a security policy that hides the first, so refuse."""
+
+
+def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark)
+        seen.add(key)
+    return loader.construct_mapping(node, deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def config_files(directory: Path) -> list[Path]:
+    if not directory.is_dir():
+        raise ConfigFileError(f"{directory}: not a directory")
+    return sorted(path for path in directory.rglob("*") if path.is_file() and path.suffix in CONFIG_SUFFIXES)
+
+
+def _documents(path: Path) -> list[tuple[int, Any]]:
+    try:
+        text = path.read_text(encoding="utf-8")
+        return list(enumerate(yaml.load_all(text, Loader=_UniqueKeyLoader), start=1))
+    except UnicodeDecodeError:
+        raise ConfigFileError(f"{path}: not UTF-8 text") from None
+    except OSError as exc:
+        raise ConfigFileError(f"{path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigFileError(f"{path}: not valid YAML: {exc}") from None
+
+
+def _parse(origin: Origin, model: type[TrustStore] | type[TrustPolicy], document: dict[str, Any]) -> Any:
+    try:
+        return model.model_validate(document)
+    except ValidationError as exc:
+        path, message = validation_errors(exc)[0]
+        raise origin.error(path, message) from None
+
+
+def load_resources(directory: Path) -> LoadedResources:
+    stores: dict[str, tuple[Origin, TrustStore]] = {}
+    policies: dict[str, tuple[Origin, TrustPolicy]] = {}
+    for path in config_files(directory):
+        for number, document in _documents(path):
+            if document is None:
+                continue
+            if not isinstance(document, dict):
+                raise ConfigFileError(f"{path}: document {number}: not a mapping")
+            api_version = str(document.get("apiVersion", ""))
+            kind = str(document.get("kind", ""))
+            if api_version.split("/", 1)[0] != GROUP:
+                log.info("%s: document %d: skipping %s %s (not a trustgate resource)", path, number,
+                         api_version or "(no apiVersion)", kind or "(no kind)")
+                continue
+            metadata = document.get("metadata")
+            name = metadata.get("name") if isinstance(metadata, dict) else None
+            origin = Origin(str(path), kind or "(no kind)", str(name) if name else f"(document {number})")
+            if kind == "TrustStore":
+                target: dict[str, Any] = stores
+                resource = _parse(origin, TrustStore, document)
+            elif kind == "TrustPolicy":
+                target = policies
+                resource = _parse(origin, TrustPolicy, document)
+            else:
+                raise origin.error("kind", f"unknown kind {kind!r} in {GROUP} (TrustStore or TrustPolicy)")
+            if resource.metadata.name in target:
+                first = target[resource.metadata.name][0]
+                raise origin.error("metadata.name", f"duplicate {kind} name, first defined in {first.file}")
+            target[resource.metadata.name] = (origin, resource)
+    if not stores and not policies:
+        raise ConfigFileError(f"{directory}: no TrustStore or TrustPolicy found")
+    return LoadedResources(tuple(stores.values()), tuple(policies.values()))

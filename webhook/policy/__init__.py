@@ -1,0 +1,1 @@
+"""TrustPolicy and TrustStore models, their compilation, and image matching."""

@@ -1,0 +1,318 @@
+"""An async OCI distribution (v2) client: authentication, TLS, limits, and content addressing.
+
+It knows the protocol and nothing of signatures. Every manifest and blob it returns has been hashed and
+compared with the digest it was asked for; a digest a registry states in a header is never trusted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+import httpx
+
+from webhook import strictjson
+from webhook.references import ImageReference, validate_digest
+from webhook.registry.auth import Challenge, Credentials, load_docker_config, parse_challenges
+from webhook.verifiers.base import ResolvedImage
+
+log = logging.getLogger(__name__)
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+MANIFEST_MEDIA_TYPES = (OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST)
+INDEX_MEDIA_TYPES = (OCI_INDEX, DOCKER_MANIFEST_LIST)
+
+DOCKER_HUB_ENDPOINT = "registry-1.docker.io"
+
+
+class RegistryError(Exception):
+    """A registry, network or TLS fault, with a message a deployer can act on."""
+
+
+@dataclass(frozen=True)
+class RegistrySettings:
+    ca_file: str | None = None
+    docker_config: str | None = None
+    insecure_registries: frozenset[str] = frozenset()
+    timeout_seconds: float = 8.0
+    max_manifest_bytes: int = 4 * 1024 * 1024
+    max_blob_bytes: int = 4 * 1024 * 1024
+    max_redirects: int = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    data: bytes
+    digest: str
+    media_type: str
+    document: Mapping[str, object] = field(repr=False)
+
+
+@dataclass
+class _RegistryState:
+    challenges: list[Challenge] | None = None
+    supports_signatures: bool = False
+    tokens: dict[str, str] = field(default_factory=dict)
+    ping_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+def _ssl_context(ca_file: str | None) -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if ca_file:
+        context.load_verify_locations(cafile=ca_file)
+    return context
+
+
+def _describe(exc: httpx.HTTPError, registry: str) -> str:
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return f"TLS certificate of {registry} not trusted: {cause.verify_message}"
+        if isinstance(cause, ssl.SSLError):
+            return f"TLS error talking to {registry}: {cause.reason or cause}"
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(exc, httpx.TimeoutException):
+        return f"registry {registry} did not answer in time"
+    if isinstance(exc, httpx.ConnectError):
+        return f"cannot connect to registry {registry}: {exc}"
+    if isinstance(exc, httpx.TooManyRedirects):
+        return f"registry {registry} redirected too many times"
+    return f"request to registry {registry} failed: {exc.__class__.__name__}: {exc}"
+
+
+class RegistryClient:
+    def __init__(self, settings: RegistrySettings) -> None:
+        self.settings = settings
+        self._credentials: dict[str, Credentials] = (
+            load_docker_config(settings.docker_config) if settings.docker_config else {}
+        )
+        self._http = httpx.AsyncClient(
+            verify=_ssl_context(settings.ca_file),
+            timeout=httpx.Timeout(settings.timeout_seconds, connect=min(5.0, settings.timeout_seconds)),
+            follow_redirects=True,
+            max_redirects=settings.max_redirects,
+            trust_env=False,
+            headers={"User-Agent": "trustgate"},
+        )
+        self._state: dict[str, _RegistryState] = {}
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    def base_url(self, registry: str) -> str:
+        scheme = "http" if registry in self.settings.insecure_registries else "https"
+        host = DOCKER_HUB_ENDPOINT if registry == "docker.io" else registry
+        return f"{scheme}://{host}"
+
+    # --- transport ----------------------------------------------------------------------------------
+
+    async def _read(self, request: httpx.Request, registry: str, limit: int) -> tuple[httpx.Response, bytes]:
+        try:
+            response = await self._http.send(request, stream=True)
+            try:
+                declared = response.headers.get("Content-Length")
+                if declared is not None and declared.isdigit() and int(declared) > limit:
+                    raise RegistryError(f"{registry} answered {declared} bytes for {request.url.path}, "
+                                        f"more than the {limit}-byte limit")
+                body = bytearray()
+                async for chunk in response.aiter_raw():
+                    body.extend(chunk)
+                    if len(body) > limit:
+                        raise RegistryError(
+                            f"{registry} sent more than the {limit}-byte limit for {request.url.path}")
+            finally:
+                await response.aclose()
+        except httpx.HTTPError as exc:
+            raise RegistryError(_describe(exc, registry)) from None
+        return response, bytes(body)
+
+    async def _ping(self, registry: str) -> _RegistryState:
+        state = self._state.setdefault(registry, _RegistryState())
+        async with state.ping_lock:
+            if state.challenges is None:
+                request = self._http.build_request("GET", f"{self.base_url(registry)}/v2/")
+                response, _ = await self._read(request, registry, 64 * 1024)
+                if response.status_code not in (200, 401):
+                    raise RegistryError(f"{registry} does not speak the registry API: /v2/ answered "
+                                        f"HTTP {response.status_code}")
+                state.supports_signatures = response.headers.get("X-Registry-Supports-Signatures") == "1"
+                state.challenges = (
+                    parse_challenges(response.headers.get_list("WWW-Authenticate"))
+                    if response.status_code == 401 else []
+                )
+        return state
+
+    async def _authorization(self, registry: str, repository_path: str, state: _RegistryState) -> str | None:
+        credentials = self._credentials.get(registry)
+        for challenge in state.challenges or []:
+            if challenge.scheme == "basic":
+                if credentials is None:
+                    raise RegistryError(f"{registry} requires credentials and none are configured for it")
+                return credentials.basic_header()
+            if challenge.scheme == "bearer":
+                scope = f"repository:{repository_path}:pull"
+                token = state.tokens.get(scope)
+                if token is None:
+                    token = await self._fetch_token(registry, challenge, scope, credentials)
+                    state.tokens[scope] = token
+                return f"Bearer {token}"
+        return None
+
+    async def _fetch_token(self, registry: str, challenge: Challenge, scope: str,
+                           credentials: Credentials | None) -> str:
+        realm = challenge.params.get("realm", "")
+        realm_url = urlsplit(realm)
+        if realm_url.scheme not in ("https", "http") or not realm_url.hostname:
+            raise RegistryError(f"{registry} named an invalid token realm {realm!r}")
+        if realm_url.scheme == "http" and registry not in self.settings.insecure_registries:
+            raise RegistryError(f"{registry} named a plain-HTTP token realm {realm!r}; refusing to send "
+                                "credentials without TLS")
+        params = {"scope": scope}
+        if "service" in challenge.params:
+            params["service"] = challenge.params["service"]
+        headers = {"Authorization": credentials.basic_header()} if credentials else {}
+        request = self._http.build_request("GET", realm, params=params, headers=headers)
+        response, body = await self._read(request, registry, 64 * 1024)
+        if response.status_code != 200:
+            raise RegistryError(f"token service of {registry} refused access (HTTP {response.status_code})")
+        try:
+            document = strictjson.loads(body)
+            token = document.get("token") or document.get("access_token")
+        except (strictjson.StrictJSONError, AttributeError):
+            token = None
+        if not isinstance(token, str) or not token:
+            raise RegistryError(f"token service of {registry} returned no token")
+        return token
+
+    async def _get(self, reference: ImageReference, path: str, *, accept: str | None = None,
+                   limit: int) -> tuple[httpx.Response, bytes]:
+        """GET an API path of the reference's registry, authenticating as the registry asks."""
+        registry = reference.domain
+        state = await self._ping(registry)
+        headers = {"Accept": accept} if accept else {}
+        for attempt in range(2):
+            authorization = await self._authorization(registry, reference.path, state)
+            if authorization:
+                headers["Authorization"] = authorization
+            request = self._http.build_request("GET", f"{self.base_url(registry)}{path}", headers=headers)
+            response, body = await self._read(request, registry, limit)
+            if response.status_code == 401 and attempt == 0 and state.tokens:
+                state.tokens.clear()  # an expired token: fetch a new one once
+                continue
+            return response, body
+        return response, body
+
+    @staticmethod
+    def _fail(response: httpx.Response, registry: str, what: str) -> RegistryError:
+        code = response.status_code
+        if code == 401:
+            return RegistryError(f"{registry} refused the credentials for {what} (HTTP 401)")
+        if code == 403:
+            return RegistryError(f"{registry} denied access to {what} (HTTP 403)")
+        if code == 404:
+            return RegistryError(f"{what} not found on {registry} (HTTP 404)")
+        if code == 429:
+            retry = response.headers.get("Retry-After", "")
+            after = f", retry after {retry}" if retry else ""
+            return RegistryError(f"{registry} is rate-limiting requests (HTTP 429{after})")
+        return RegistryError(f"{registry} failed to serve {what} (HTTP {code})")
+
+    # --- API ----------------------------------------------------------------------------------------
+
+    async def get_manifest(self, reference: ImageReference, tag_or_digest: str) -> Manifest | None:
+        """Fetch a manifest by tag or digest; None if the registry says it does not exist."""
+        what = f"manifest {reference.repository}{'@' if ':' in tag_or_digest else ':'}{tag_or_digest}"
+        response, body = await self._get(
+            reference, f"/v2/{reference.path}/manifests/{tag_or_digest}",
+            accept=", ".join(MANIFEST_MEDIA_TYPES), limit=self.settings.max_manifest_bytes,
+        )
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            raise self._fail(response, reference.domain, what)
+        if ":" in tag_or_digest:
+            algorithm, _, expected = validate_digest(tag_or_digest).partition(":")
+            if hashlib.new(algorithm, body).hexdigest() != expected:
+                raise RegistryError(f"{reference.domain} served a {what} whose bytes do not hash to that digest")
+            digest = tag_or_digest
+        else:
+            digest = f"sha256:{hashlib.sha256(body).hexdigest()}"
+        return Manifest(body, digest, *_manifest_type(body, response.headers.get("Content-Type", ""), what))
+
+    async def resolve(self, reference: ImageReference) -> ResolvedImage:
+        """Resolve a reference to its manifest: by digest when it has one, else by tag."""
+        target = reference.digest or reference.tag
+        if target is None:
+            raise RegistryError(f"{reference} has neither tag nor digest")
+        manifest = await self.get_manifest(reference, target)
+        if manifest is None:
+            raise RegistryError(f"image {reference} not found on {reference.domain}")
+        return ResolvedImage(reference, manifest.digest, manifest.data, manifest.media_type)
+
+    async def get_blob(self, reference: ImageReference, digest: str, limit: int | None = None) -> bytes:
+        validate_digest(digest)
+        response, body = await self._get(reference, f"/v2/{reference.path}/blobs/{digest}",
+                                         limit=limit or self.settings.max_blob_bytes)
+        if response.status_code != 200:
+            raise self._fail(response, reference.domain, f"blob {digest} of {reference.repository}")
+        algorithm, _, expected = digest.partition(":")
+        if hashlib.new(algorithm, body).hexdigest() != expected:
+            raise RegistryError(f"{reference.domain} served blob {digest} with bytes that do not match it")
+        return body
+
+    async def supports_signature_extension(self, registry: str) -> bool:
+        return (await self._ping(registry)).supports_signatures
+
+    async def get_api(self, reference: ImageReference, path: str, limit: int) -> bytes | None:
+        """GET another path of the registry's API (e.g. the signature extension); None on 404."""
+        response, body = await self._get(reference, path, limit=limit)
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            raise self._fail(response, reference.domain, path)
+        return body
+
+    async def fetch_url(self, url: str, limit: int) -> bytes | None:
+        """GET a URL outside any registry API (a lookaside), without credentials; None on 404."""
+        host = urlsplit(url).netloc
+        request = self._http.build_request("GET", url)
+        response, body = await self._read(request, host, limit)
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            raise self._fail(response, host, url)
+        return body
+
+
+def _manifest_type(body: bytes, content_type: str, what: str) -> tuple[str, Mapping[str, object]]:
+    try:
+        document = strictjson.loads(body)
+    except strictjson.StrictJSONError as exc:
+        raise RegistryError(f"{what} is not valid JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise RegistryError(f"{what} is not a JSON object")
+    if document.get("schemaVersion") != 2:
+        raise RegistryError(f"{what} has schemaVersion {document.get('schemaVersion')!r}; only schema 2 "
+                            "manifests are supported (schema 1 cannot be verified safely)")
+    declared = document.get("mediaType")
+    header = content_type.split(";", 1)[0].strip()
+    media_type = declared if isinstance(declared, str) else header
+    if isinstance(declared, str) and header and header != declared and header in MANIFEST_MEDIA_TYPES:
+        raise RegistryError(f"{what}: Content-Type {header} contradicts its mediaType {declared}")
+    if media_type not in MANIFEST_MEDIA_TYPES:
+        if "manifests" in document:
+            media_type = OCI_INDEX
+        elif "layers" in document:
+            media_type = OCI_MANIFEST
+        else:
+            raise RegistryError(f"{what} has unsupported media type {media_type or '(none)'}")
+    return media_type, document

@@ -1,0 +1,48 @@
+"""Signatures on a lookaside server: `<base>/<repository path>@<algorithm>=<hex>/signature-N`.
+
+This is the layout containers/image reads and skopeo/podman write (registries.d `lookaside`). Readers ask
+for signature-1, signature-2, ... until the first 404, so the number read is capped.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from webhook.registry.client import RegistryError
+from webhook.verifiers.base import Collected, ResolvedImage, SignatureMaterial, SignatureSource
+
+if TYPE_CHECKING:
+    from webhook.registry.client import RegistryClient
+
+MAX_LOOKASIDE_SIGNATURES = 16
+MAX_SIGNATURE_BYTES = 64 * 1024
+
+
+def lookaside_url(base: str, image: ResolvedImage) -> str:
+    algorithm, _, encoded = image.digest.partition(":")
+    return f"{base.rstrip('/')}/{image.reference.path}@{algorithm}={encoded}"
+
+
+class LookasideSignatures(SignatureSource):
+    def __init__(self, base_url: str, limit: int = MAX_LOOKASIDE_SIGNATURES) -> None:
+        self.base_url = base_url
+        self.limit = limit
+
+    async def collect(self, image: ResolvedImage, registry: RegistryClient) -> Collected:
+        directory = lookaside_url(self.base_url, image)
+        materials: list[SignatureMaterial] = []
+        problems: list[tuple[str, str]] = []
+        for index in range(1, self.limit + 1):
+            name = f"signature-{index}"
+            try:
+                data = await registry.fetch_url(f"{directory}/{name}", MAX_SIGNATURE_BYTES)
+            except RegistryError as exc:
+                problems.append((f"lookaside {name}", str(exc)))
+                break
+            if data is None:
+                break
+            materials.append(SignatureMaterial(f"lookaside {name}", data))
+        else:
+            problems.append(("lookaside", f"holds more than {self.limit} signatures; only the first "
+                                          f"{self.limit} were examined"))
+        return Collected(f"lookaside {directory}/", tuple(materials), tuple(problems))

@@ -1,0 +1,57 @@
+"""JSON decoding for attacker-controlled bytes: duplicate keys, NaN/Infinity and deep nesting refused.
+
+Two parsers that disagree on duplicate keys are a classic signature bypass (the verifier reads one value,
+the consumer another), so a document with a repeated key is never given a meaning.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+DEFAULT_MAX_DEPTH = 32
+
+
+class StrictJSONError(ValueError):
+    """Bytes that are not strict JSON."""
+
+
+def _reject_constant(name: str) -> Any:
+    raise StrictJSONError(f"JSON constant {name} is not allowed")
+
+
+def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise StrictJSONError(f"duplicate JSON key {key!r}")
+        obj[key] = value
+    return obj
+
+
+def _depth_within(value: Any, limit: int) -> bool:
+    stack = [(value, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict | list):
+            if depth >= limit:
+                return False
+            children = node.values() if isinstance(node, dict) else node
+            stack.extend((child, depth + 1) for child in children)
+    return True
+
+
+def loads(data: bytes, max_depth: int = DEFAULT_MAX_DEPTH) -> Any:
+    """Decode strict UTF-8 JSON, raising StrictJSONError with the first fault found."""
+    try:
+        value = json.loads(data.decode("utf-8"), object_pairs_hook=_unique_object,
+                           parse_constant=_reject_constant)
+    except UnicodeDecodeError as exc:
+        raise StrictJSONError(f"not UTF-8: {exc.reason}") from None
+    except RecursionError:
+        raise StrictJSONError(f"JSON nested deeper than {max_depth} levels") from None
+    except json.JSONDecodeError as exc:
+        raise StrictJSONError(f"not JSON: {exc.msg} at offset {exc.pos}") from None
+    if not _depth_within(value, max_depth):
+        raise StrictJSONError(f"JSON nested deeper than {max_depth} levels")
+    return value

@@ -1,0 +1,288 @@
+"""GPG "simple signing" verifier: the containers/image atomic signatures that skopeo and podman write.
+
+gpg runs through python-gnupg in a throw-away GNUPGHOME that holds only the authority's trusted public
+keys; the user's GNUPGHOME and keyrings are never read. gpg's verdict is taken from its machine-readable
+status lines (doc/DETAILS in GnuPG), and only a single good, valid signature whose primary key is one of
+the authority's trusted keys is accepted. The signed literal data is then parsed as a strict simple-signing
+payload, its digest compared with the manifest and its identity checked by the authority's rule.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import gnupg
+
+from webhook.policy.models import GpgAuthority, SignedIdentity
+from webhook.results import Result
+from webhook.sources.extension import ExtensionSignatures
+from webhook.sources.lookaside import LookasideSignatures
+from webhook.verifiers.base import (
+    CompiledAuthority,
+    ConfigError,
+    ResolvedImage,
+    SignatureMaterial,
+    SignatureSource,
+    VerifierPlugin,
+    validate_spec,
+)
+from webhook.verifiers.simple_signing import (
+    ATOMIC_SIGNATURE_TYPE,
+    InvalidPayloadError,
+    describe_rule,
+    identity_matches,
+    manifest_matches_digest,
+    parse_payload,
+)
+
+if TYPE_CHECKING:
+    from webhook.trust import CompiledTrustStore
+
+# The plaintext of a signature is a small JSON document; a compressed packet must not expand without bound.
+MAX_PLAINTEXT_BYTES = 64 * 1024
+GPG_TIMEOUT_SECONDS = 10.0
+
+_PUBLIC_KEY_HEADER = "-----BEGIN PGP PUBLIC KEY BLOCK-----"
+_PUBLIC_KEY_FOOTER = "-----END PGP PUBLIC KEY BLOCK-----"
+_ALGORITHMS = {"1": "RSA", "2": "RSA", "3": "RSA", "16": "ElGamal", "17": "DSA", "18": "ECDH",
+               "19": "ECDSA", "22": "EdDSA"}
+
+
+class GpgKeyError(ValueError):
+    """Armored text that is not exactly one usable OpenPGP public key."""
+
+
+@dataclass(frozen=True, slots=True)
+class GpgKey:
+    """A trusted OpenPGP key as gpg sees it: the primary fingerprint counts, subkeys sign on its behalf."""
+
+    armored: str
+    fingerprint: str
+    subkey_fingerprints: tuple[str, ...]
+    algorithm: str
+    expires: datetime | None
+    revoked: bool
+    user_ids: tuple[str, ...]
+
+    @property
+    def key_id(self) -> str:
+        return self.fingerprint[-16:]
+
+
+class GnupgHome:
+    """A private, throw-away GNUPGHOME holding only the given public keys."""
+
+    def __init__(self, armored_keys: Iterable[str]) -> None:
+        # A short path: gpg's socket names must fit in sun_path.
+        self.path = tempfile.mkdtemp(prefix="tg-gpg-")
+        self._closed = False
+        self._lock = threading.Lock()
+        try:
+            self.gpg = gnupg.GPG(
+                gnupghome=self.path,
+                options=[
+                    "--no-options", "--trust-model", "always", "--no-auto-check-trustdb",
+                    "--no-auto-key-retrieve", "--no-auto-key-locate",
+                    "--max-output", str(MAX_PLAINTEXT_BYTES),
+                ],
+            )
+            self.gpg.encoding = "utf-8"
+            self.import_results = [self.gpg.import_keys(armored) for armored in armored_keys]
+        except Exception:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        subprocess.run(["gpgconf", "--homedir", self.path, "--kill", "all"], capture_output=True, check=False,
+                       timeout=GPG_TIMEOUT_SECONDS)
+        shutil.rmtree(self.path, ignore_errors=True)
+
+    def __enter__(self) -> GnupgHome:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _epoch(value: str) -> datetime | None:
+    return datetime.fromtimestamp(int(value), UTC) if value else None
+
+
+def inspect_gpg_key(armored: str) -> GpgKey:
+    """Parse one ASCII-armored public key block; raise GpgKeyError saying what is wrong."""
+    text = armored.strip()
+    if "PRIVATE KEY BLOCK" in text:
+        raise GpgKeyError("contains secret key material; a TrustStore holds public keys only")
+    if not text.startswith(_PUBLIC_KEY_HEADER) or not text.endswith(_PUBLIC_KEY_FOOTER):
+        raise GpgKeyError(f"not an ASCII-armored OpenPGP public key block ({_PUBLIC_KEY_HEADER} ... END)")
+    with GnupgHome([text]) as home:
+        imported = home.import_results[0]
+        if not imported.fingerprints:
+            raise GpgKeyError("gpg found no public key in the block (damaged armor or unsupported key)")
+        if home.gpg.list_keys(secret=True):
+            raise GpgKeyError("contains secret key material; a TrustStore holds public keys only")
+        keys = home.gpg.list_keys()
+    if len(keys) != 1:
+        raise GpgKeyError(f"holds {len(keys)} primary keys; give each key its own entry")
+    key = keys[0]
+    return GpgKey(
+        armored=text,
+        fingerprint=key["fingerprint"],
+        subkey_fingerprints=tuple(sub[2] for sub in key.get("subkeys", [])),
+        algorithm=f"{_ALGORITHMS.get(key['algo'], 'algorithm ' + key['algo'])}"
+        f"{key['length'] if key['algo'] in ('1', '2', '3', '17') else '/' + key.get('curve', '')}",
+        expires=_epoch(key.get("expires", "")),
+        revoked=key.get("trust") == "r",
+        user_ids=tuple(key.get("uids", [])),
+    )
+
+
+# --- gpg status interpretation ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class GpgVerdict:
+    """gpg's answer for one signed message, reduced to what the security decision needs."""
+
+    good: bool
+    message: str
+    signer: str | None = None
+    plaintext: bytes = b""
+
+
+def _status_lines(stderr: str) -> list[list[str]]:
+    return [line[len("[GNUPG:] "):].split() for line in stderr.splitlines() if line.startswith("[GNUPG:] ")]
+
+
+def interpret_gpg_status(stderr: str, returncode: int | None, plaintext: bytes,
+                         trusted: Mapping[str, str], store_name: str) -> GpgVerdict:
+    """Decide from gpg's status lines. `trusted` maps trusted primary fingerprints to their entry names."""
+    untrusted = f"not in TrustStore {store_name}"
+    status = _status_lines(stderr)
+    keywords = [fields[0] for fields in status if fields]
+
+    def first(keyword: str) -> list[str]:
+        return next(fields[1:] for fields in status if fields and fields[0] == keyword)
+
+    if "BEGIN_DECRYPTION" in keywords or "ENC_TO" in keywords:
+        return GpgVerdict(False, "an encrypted message, not a signature")
+    signatures = keywords.count("NEWSIG")
+    if signatures == 0:
+        return GpgVerdict(False, "not an OpenPGP signed message")
+    if signatures > 1:
+        return GpgVerdict(False, f"carries {signatures} OpenPGP signatures, exactly one is accepted")
+    if "BADSIG" in keywords:
+        return GpgVerdict(False, f"signature by key {first('BADSIG')[0]} does not match its content (tampered)")
+    if "ERRSIG" in keywords:
+        fields = first("ERRSIG")
+        key = fields[6] if len(fields) > 6 and fields[6] != "-" else fields[0]
+        if len(fields) > 5 and fields[5] == "9":
+            return GpgVerdict(False, f"signed by key {key}, {untrusted}")
+        return GpgVerdict(False, f"signature by key {key} cannot be checked (gpg error code {fields[5:6]})")
+    if "REVKEYSIG" in keywords:
+        return GpgVerdict(False, f"signed by key {first('REVKEYSIG')[0]}, which has been revoked")
+    if "EXPKEYSIG" in keywords:
+        return GpgVerdict(False, f"signed by key {first('EXPKEYSIG')[0]}, which has expired")
+    if "EXPSIG" in keywords:
+        return GpgVerdict(False, "the signature has expired")
+    if "GOODSIG" not in keywords or "VALIDSIG" not in keywords or returncode != 0:
+        return GpgVerdict(False, f"gpg did not report a good and valid signature (exit {returncode})")
+    validsig = first("VALIDSIG")
+    primary = validsig[9] if len(validsig) > 9 else validsig[0]
+    if primary not in trusted:
+        return GpgVerdict(False, f"signed by key {primary}, {untrusted}")
+    return GpgVerdict(True, f"good signature by key {primary} ({trusted[primary]})", primary, plaintext)
+
+
+# --- the verifier -------------------------------------------------------------------------------------
+
+
+@dataclass
+class GpgAuthorityVerifier(CompiledAuthority):
+    name: str
+    spec: GpgAuthority
+    store_name: str
+    keys: dict[str, GpgKey]
+    home: GnupgHome = field(repr=False)
+    verifier_type: str = "gpg"
+
+    def __post_init__(self) -> None:
+        self._trusted = {key.fingerprint: key_name for key_name, key in self.keys.items()}
+
+    @property
+    def rule(self) -> SignedIdentity:
+        return self.spec.signedIdentity
+
+    def sources(self, image: ResolvedImage) -> Sequence[SignatureSource]:
+        found: list[SignatureSource] = [ExtensionSignatures()]
+        if self.spec.lookaside is not None:
+            found.append(LookasideSignatures(self.spec.lookaside))
+        return found
+
+    def verify_signature(self, image: ResolvedImage, material: SignatureMaterial) -> Result:
+        result = self.home.gpg.decrypt(material.data)
+        verdict = interpret_gpg_status(result.stderr or "", result.returncode, result.data, self._trusted,
+                                       self.store_name)
+        if not verdict.good:
+            return Result.fail(material.label, "gpg.signature", verdict.message)
+        return self.check_payload(image, material.label, verdict)
+
+    def check_payload(self, image: ResolvedImage, label: str, verdict: GpgVerdict) -> Result:
+        try:
+            payload = parse_payload(verdict.plaintext, ATOMIC_SIGNATURE_TYPE)
+        except InvalidPayloadError as exc:
+            return Result.fail(label, "payload.invalid",
+                               f"{verdict.message}, but the signed content is not a valid atomic signature: {exc}")
+        if not manifest_matches_digest(image.manifest, payload.manifest_digest):
+            return Result.fail(label, "payload.digest",
+                               f"signed for manifest digest {payload.manifest_digest}, not {image.digest}")
+        if not identity_matches(self.rule, image.reference, payload.docker_reference):
+            return Result.fail(label, "payload.identity",
+                               f"signed for {payload.docker_reference}, not accepted by "
+                               f"{describe_rule(self.rule)} for {image.reference}")
+        details = {"dockerReference": payload.docker_reference}
+        if payload.timestamp is not None:
+            details["timestamp"] = str(payload.timestamp)
+        return Result.ok(label, "signature.valid", f"{verdict.message}, signed for {payload.docker_reference}",
+                         signer=verdict.signer, details=details)
+
+    def close(self) -> None:
+        self.home.close()
+
+
+class GpgVerifier(VerifierPlugin):
+    type_name = "gpg"
+    spec_model = GpgAuthority
+
+    def compile(self, authority_name: str, spec: Any, trust_stores: Mapping[str, CompiledTrustStore],
+                path: str) -> CompiledAuthority:
+        spec = validate_spec(GpgAuthority, spec, path)
+        store = trust_stores.get(spec.trustStore)
+        if store is None:
+            raise ConfigError(f"{path}.trustStore", f"TrustStore {spec.trustStore!r} not found")
+        available = {name: key for name, key in store.keys.items() if isinstance(key, GpgKey)}
+        if spec.keys is None:
+            selected = available
+            if not selected:
+                raise ConfigError(f"{path}.trustStore", f"TrustStore {spec.trustStore!r} holds no gpg keys")
+        else:
+            selected = {}
+            for index, key_name in enumerate(spec.keys):
+                if key_name not in available:
+                    raise ConfigError(f"{path}.keys[{index}]",
+                                      f"no gpg key {key_name!r} in TrustStore {spec.trustStore!r}")
+                selected[key_name] = available[key_name]
+        home = GnupgHome(key.armored for key in selected.values())
+        return GpgAuthorityVerifier(authority_name, spec, spec.trustStore, selected, home)
+
