@@ -376,3 +376,71 @@ def registry_get(registry: Registry, path: str, accept: str = f"{OCI_MANIFEST}, 
     auth = httpx.BasicAuth(*registry.credentials) if registry.credentials else None
     verify: Any = str(registry.tls.ca) if registry.tls else False
     return httpx.get(f"{registry.url}{path}", headers={"Accept": accept}, auth=auth, verify=verify)
+
+
+# --- a registry offering the signature API extension --------------------------------------------------------
+
+
+class _ExtensionHandler(SimpleHTTPRequestHandler):
+    """Forwards /v2/ to the real registry and answers /extensions/v2/<name>/signatures/<digest> itself."""
+
+    upstream: str
+    signatures: dict[tuple[str, str], list[bytes]]
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_HEAD(self) -> None:
+        self._forward()
+
+    def do_GET(self) -> None:
+        if self.path.startswith("/extensions/v2/"):
+            name, _, digest = self.path.removeprefix("/extensions/v2/").rpartition("/signatures/")
+            entries = [{"schemaVersion": 2, "type": "atomic", "name": f"{digest}@sig{index}",
+                        "content": base64.b64encode(content).decode()}
+                       for index, content in enumerate(self.signatures.get((name, digest), []))]
+            self._answer(200, {"Content-Type": "application/json"}, json.dumps({"signatures": entries}).encode())
+        else:
+            self._forward()
+
+    def _forward(self) -> None:
+        headers = {key: value for key, value in self.headers.items() if key.lower() in ("accept", "authorization")}
+        answer = httpx.request(self.command, f"{self.upstream}{self.path}", headers=headers)
+        forwarded = {key: value for key, value in answer.headers.items()
+                     if key.lower() in ("content-type", "docker-content-digest", "www-authenticate")}
+        if self.path == "/v2/":
+            forwarded["X-Registry-Supports-Signatures"] = "1"
+        self._answer(answer.status_code, forwarded, answer.content)
+
+    def _answer(self, status: int, headers: dict[str, str], body: bytes) -> None:
+        self.send_response(status)
+        for key, value in headers.items():
+            self.send_header(key, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+
+@dataclass
+class ExtensionRegistry:
+    """A plain-HTTP front of a real registry that serves signatures through the registry extension API."""
+
+    server: ThreadingHTTPServer
+    signatures: dict[tuple[str, str], list[bytes]]
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.server.server_address[1]}"
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def start_extension_registry(upstream: Registry) -> ExtensionRegistry:
+    signatures: dict[tuple[str, str], list[bytes]] = {}
+    handler = type("Handler", (_ExtensionHandler,), {"upstream": upstream.url, "signatures": signatures})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return ExtensionRegistry(server, signatures)

@@ -246,3 +246,31 @@ def test_serve_answers_admission_reviews_over_tls(sign: Any, registry: infra.Reg
 
         malformed = client.post(f"{url}/validate", content=b'{"kind": "AdmissionReview"')
         assert malformed.status_code == 400
+
+
+def test_signatures_served_by_the_registry_extension_api(tmp_path: Path, sign: Any, registry: infra.Registry,
+                                                         lookaside: infra.Lookaside, gpg: infra.GpgKeys) -> None:
+    digest = sign("gpg/extension", "release-rsa")
+    unsigned = sign("gpg/extension", None, tag="unsigned")
+    front = infra.start_extension_registry(registry)
+    try:
+        signature = (lookaside.signature_dir("gpg/extension", digest) / "signature-1").read_bytes()
+        front.signatures[("gpg/extension", digest)] = [signature]
+        # The policy names no lookaside: the extension API is the only place signatures can come from. The
+        # signature names the image under the real registry's host, so the rule maps the front's name to it.
+        store = trust_store("release", {"release-rsa": gpg.armored("release-rsa")})
+        policy = trust_policy("release", [f"{front.host}/gpg/**"], [{"name": "release", "gpg": {
+            "trustStore": "release", "signedIdentity": {
+                "type": "remapIdentity", "prefix": f"{front.host}/gpg", "signedPrefix": f"{registry.host}/gpg"}}}])
+        config = write_config(tmp_path / "config", store, policy)
+        flags = ("--insecure-registry", front.host)
+        admitted = trustgate("verify", "--config", str(config), *flags, f"{front.host}/gpg/extension:v1")
+        assert admitted.returncode == 0, admitted.stdout + admitted.stderr
+
+        front.signatures[("gpg/extension", unsigned)] = [signature]
+        replayed = trustgate("verify", "--config", str(config), *flags, "--output", "json",
+                             f"{front.host}/gpg/extension:unsigned")
+        assert replayed.returncode == 1
+        assert "manifest digest" in reasons(replayed), reasons(replayed)
+    finally:
+        front.stop()
