@@ -35,7 +35,7 @@ def crd_schema(kind: str) -> dict[str, Any]:
 def structural_problems(node: dict[str, Any], path: str) -> list[str]:
     """The API server's structural-schema rules that matter here: a type everywhere, no references."""
     problems = []
-    if "$ref" in node or "anyOf" in node and "type" not in node:
+    if "$ref" in node or ("anyOf" in node and "type" not in node):
         problems.append(f"{path}: not structural")
     if "type" not in node and not node.get("x-kubernetes-int-or-string"):
         problems.append(f"{path}: no type")
