@@ -64,14 +64,6 @@ def test_examples_are_accepted_by_both_the_crd_schema_and_the_models(document: d
     MODELS[document["kind"]].model_validate(document)
 
 
-def policy_example() -> dict[str, Any]:
-    return next(copy.deepcopy(document) for document in examples() if document["kind"] == "TrustPolicy")
-
-
-def store_example() -> dict[str, Any]:
-    return next(copy.deepcopy(document) for document in examples() if document["kind"] == "TrustStore")
-
-
 def _drop_images(document: dict[str, Any]) -> None:
     del document["spec"]["images"]
 
@@ -96,17 +88,6 @@ def _bad_threshold(document: dict[str, Any]) -> None:
     document["spec"]["threshold"] = 0
 
 
-@pytest.mark.parametrize("mutate", [_drop_images, _bad_mode, _no_authorities, _bad_rule, _no_trust_store,
-                                    _bad_threshold])
-def test_invalid_policies_are_refused_by_both(mutate: Any) -> None:
-    document = policy_example()
-    mutate(document)
-    with pytest.raises(jsonschema.ValidationError):
-        jsonschema.validate(document, crd_schema("TrustPolicy"))
-    with pytest.raises(ValidationError):
-        TrustPolicy.model_validate(document)
-
-
 def _no_keys(document: dict[str, Any]) -> None:
     document["spec"]["keys"] = []
 
@@ -119,14 +100,18 @@ def _bad_role(document: dict[str, Any]) -> None:
     document["spec"]["keys"][0] = {"name": "roots", "x509": {"role": "root", "certificates": "x"}}
 
 
-@pytest.mark.parametrize("mutate", [_no_keys, _bad_key_name, _bad_role])
-def test_invalid_stores_are_refused_by_both(mutate: Any) -> None:
-    document = store_example()
+@pytest.mark.parametrize(("kind", "mutate"), [
+    *[("TrustPolicy", mutate) for mutate in (_drop_images, _bad_mode, _no_authorities, _bad_rule, _no_trust_store,
+                                              _bad_threshold)],
+    *[("TrustStore", mutate) for mutate in (_no_keys, _bad_key_name, _bad_role)],
+], ids=lambda value: getattr(value, "__name__", value))
+def test_invalid_resources_are_refused_by_both(kind: str, mutate: Any) -> None:
+    document = next(copy.deepcopy(document) for document in examples() if document["kind"] == kind)
     mutate(document)
     with pytest.raises(jsonschema.ValidationError):
-        jsonschema.validate(document, crd_schema("TrustStore"))
+        jsonschema.validate(document, crd_schema(kind))
     with pytest.raises(ValidationError):
-        TrustStore.model_validate(document)
+        MODELS[kind].model_validate(document)
 
 
 def test_crds_are_cluster_scoped_with_status_and_printer_columns() -> None:
