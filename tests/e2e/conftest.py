@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -62,9 +63,9 @@ class Run:
         return json.loads(self.stdout)
 
 
-def trustgate(*args: str) -> Run:
+def trustgate(*args: str, env: dict[str, str] | None = None) -> Run:
     completed = subprocess.run([sys.executable, "-m", "webhook", *args], capture_output=True, text=True,
-                               timeout=120, check=False)
+                               timeout=120, check=False, env={**os.environ, **(env or {})})
     return Run(completed.returncode, completed.stdout, completed.stderr)
 
 

@@ -16,10 +16,12 @@ import json
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import tarfile
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -32,6 +34,7 @@ import httpx
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import NameOID
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -187,8 +190,8 @@ class Registry:
         stop(self.process)
 
 
-def start_registry(directory: Path, *, tls: TlsFiles | None = None,
-                   credentials: tuple[str, str] | None = None) -> Registry:
+def start_registry(directory: Path, *, tls: TlsFiles | None = None, credentials: tuple[str, str] | None = None,
+                   token_service: TokenService | None = None) -> Registry:
     directory.mkdir(parents=True, exist_ok=True)
     port = free_port()
     config: dict[str, Any] = {
@@ -203,6 +206,9 @@ def start_registry(directory: Path, *, tls: TlsFiles | None = None,
         htpasswd = directory / "htpasswd"
         htpasswd.write_text(run("htpasswd", "-Bbn", *credentials))
         config["auth"] = {"htpasswd": {"realm": "trustgate-test", "path": str(htpasswd)}}
+    if token_service is not None:
+        config["auth"] = {"token": token_service.registry_config()}
+        credentials = token_service.credentials
     config_path = directory / "config.yml"
     config_path.write_text(json.dumps(config))  # JSON is YAML
     log_path = directory / "registry.log"
@@ -274,7 +280,7 @@ def write_oci_layout(directory: Path, seed: str, *, architectures: Sequence[str]
 
 
 def push(layout: Path, registry: Registry, repository: str, tag: str, *, sign_by: str | None = None,
-         registries_d: Path | None = None, gnupg_home: Path | None = None) -> str:
+         registries_d: Path | None = None, gnupg_home: Path | None = None, manifest_format: str | None = None) -> str:
     """Copy an OCI layout to `registry/repository:tag` with skopeo (signing with `sign_by`); return the digest."""
     digest_file = layout.parent / f"{layout.name}.{repository.replace('/', '_')}.{tag}.digest"
     command = ["skopeo", "--insecure-policy"]
@@ -283,6 +289,8 @@ def push(layout: Path, registry: Registry, repository: str, tag: str, *, sign_by
     command += ["copy", "--all", "--quiet", "--digestfile", str(digest_file), *registry.skopeo_dest_flags()]
     if sign_by is not None:
         command += ["--sign-by", sign_by]
+    if manifest_format is not None:
+        command += ["--format", manifest_format]
     command += [f"oci:{layout}:latest", f"docker://{registry.host}/{repository}:{tag}"]
     run(*command, env={"GNUPGHOME": str(gnupg_home)} if gnupg_home else None)
     return digest_file.read_text().strip()
@@ -444,3 +452,99 @@ def start_extension_registry(upstream: Registry) -> ExtensionRegistry:
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return ExtensionRegistry(server, signatures)
+
+
+# --- a bearer-token service (the docker/distribution token flow) ---------------------------------------------
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+class _TokenHandler(SimpleHTTPRequestHandler):
+    service: TokenService
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        expected = "Basic " + base64.b64encode(":".join(self.service.credentials).encode()).decode()
+        if self.headers.get("Authorization") != expected:
+            self._answer(401, {"errors": [{"code": "UNAUTHORIZED"}]})
+            return
+        query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+        access = []
+        for scope in query.get("scope", []):
+            kind, name, actions = scope.split(":")
+            access.append({"type": kind, "name": name, "actions": actions.split(",")})
+        self.service.issued += 1
+        self._answer(200, {"token": self.service.token(access)})
+
+    def _answer(self, status: int, document: dict[str, Any]) -> None:
+        body = json.dumps(document).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@dataclass
+class TokenService:
+    """An HTTPS token endpoint issuing ES256 JWTs that docker-registry's `auth.token` accepts."""
+
+    directory: Path
+    tls: TlsFiles
+    credentials: tuple[str, str]
+    issued: int = 0
+    server: ThreadingHTTPServer | None = None
+
+    def __post_init__(self) -> None:
+        self._key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "trustgate test token issuer")])
+        now = datetime.datetime.now(datetime.UTC)
+        self._certificate = (
+            x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(self._key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+            .sign(self._key, hashes.SHA256())
+        )
+        self.bundle = self.directory / "token-issuer.pem"
+        self.bundle.write_bytes(self._certificate.public_bytes(serialization.Encoding.PEM))
+
+    @property
+    def realm(self) -> str:
+        assert self.server is not None
+        return f"https://127.0.0.1:{self.server.server_address[1]}/token"
+
+    def registry_config(self) -> dict[str, str]:
+        return {"realm": self.realm, "service": "trustgate-test", "issuer": "trustgate-test-issuer",
+                "rootcertbundle": str(self.bundle)}
+
+    def token(self, access: list[dict[str, Any]]) -> str:
+        now = int(time.time())
+        header = {"typ": "JWT", "alg": "ES256",
+                  "x5c": [base64.b64encode(self._certificate.public_bytes(serialization.Encoding.DER)).decode()]}
+        claims = {"iss": "trustgate-test-issuer", "sub": self.credentials[0], "aud": "trustgate-test",
+                  "exp": now + 300, "nbf": now - 60, "iat": now, "jti": _b64url(os.urandom(12)), "access": access}
+        signing_input = f"{_b64url(json.dumps(header).encode())}.{_b64url(json.dumps(claims).encode())}"
+        r, s = decode_dss_signature(self._key.sign(signing_input.encode(), ec.ECDSA(hashes.SHA256())))
+        return f"{signing_input}.{_b64url(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+
+
+def start_token_service(directory: Path, tls: TlsFiles, credentials: tuple[str, str]) -> TokenService:
+    directory.mkdir(parents=True, exist_ok=True)
+    service = TokenService(directory, tls, credentials)
+    handler = type("Handler", (_TokenHandler,), {"service": service})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(tls.cert, tls.key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    service.server = server
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return service

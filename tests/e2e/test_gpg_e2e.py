@@ -27,11 +27,12 @@ from tests.helpers import trust_policy, trust_store
 def sign(tmp_path: Path, registry: infra.Registry, registries_d: Path, gpg: infra.GpgKeys) -> Any:
     """Push a fresh image to `repository:tag`, signed by the named key (or unsigned); return its digest."""
 
-    def push(repository: str, key: str | None, *, tag: str = "v1", architectures: tuple[str, ...] = ()) -> str:
+    def push(repository: str, key: str | None, *, tag: str = "v1", architectures: tuple[str, ...] = (),
+             manifest_format: str | None = None) -> str:
         layout = infra.write_oci_layout(tmp_path / f"layout-{repository.replace('/', '_')}-{tag}",
                                         seed=f"{repository}:{tag}", architectures=architectures)
         return infra.push(layout, registry, repository, tag, registries_d=registries_d, gnupg_home=gpg.home,
-                          sign_by=gpg.fingerprints[key] if key else None)
+                          sign_by=gpg.fingerprints[key] if key else None, manifest_format=manifest_format)
 
     return push
 
@@ -155,6 +156,85 @@ def test_multi_platform_index_is_verified_by_its_own_signature(sign: Any, config
     run = verify(config, registry, f"{registry.host}/gpg/multi:v1")
     assert run.returncode == 0, run.stdout + run.stderr
     assert run.json()["images"][0]["digest"] == digest
+
+
+def test_docker_manifest_list_is_verified_by_its_own_signature(sign: Any, config: Path,
+                                                               registry: infra.Registry) -> None:
+    digest = sign("gpg/docker-list", "release-rsa", architectures=("amd64", "arm64"), manifest_format="v2s2")
+    manifest = infra.registry_get(registry, f"/v2/gpg/docker-list/manifests/{digest}",
+                                  accept="application/vnd.docker.distribution.manifest.list.v2+json")
+    assert manifest.headers["Content-Type"] == "application/vnd.docker.distribution.manifest.list.v2+json"
+    run = verify(config, registry, f"{registry.host}/gpg/docker-list:v1")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert run.json()["images"][0]["digest"] == digest
+
+
+def test_a_bad_signature_does_not_hide_a_good_one(sign: Any, config: Path, registry: infra.Registry,
+                                                  lookaside: infra.Lookaside) -> None:
+    rogue_digest = sign("gpg/several", "rogue", tag="rogue")
+    good_digest = sign("gpg/several", "release-ed", tag="good")
+    signatures = lookaside.signature_dir("gpg/several", good_digest)
+    # signature-1: a rogue key's signature; signature-2: the release signature.
+    (signatures / "signature-1").rename(signatures / "signature-2")
+    shutil.copy(lookaside.signature_dir("gpg/several", rogue_digest) / "signature-1", signatures / "signature-1")
+    run = verify(config, registry, f"{registry.host}/gpg/several:good")
+    assert run.returncode == 0, run.stdout + run.stderr
+    explanation = json.dumps(run.json()["images"][0]["explanation"])
+    assert "signature-1" in explanation and "not in TrustStore release" in explanation
+
+
+def test_the_callers_gnupg_home_is_ignored(sign: Any, config: Path, registry: infra.Registry,
+                                           gpg: infra.GpgKeys) -> None:
+    # GNUPGHOME holds the rogue key (and its secret): trust must still come only from the TrustStore.
+    sign("gpg/homedir", "rogue")
+    run = trustgate("verify", "--config", str(config), *registry.trustgate_flags(config), "--output", "json",
+                    f"{registry.host}/gpg/homedir:v1", env={"GNUPGHOME": str(gpg.home)})
+    assert run.returncode == 1
+    assert "not in TrustStore release" in reasons(run)
+
+
+def test_invalid_reference_is_denied_quoting_it(config: Path, registry: infra.Registry) -> None:
+    run = verify(config, registry, f"{registry.host}/gpg/UPPER:v1")
+    assert run.returncode == 1
+    assert f"{registry.host}/gpg/UPPER:v1" in reasons(run), reasons(run)
+
+
+def test_warn_mode_admits_with_the_reasons_as_warnings(tmp_path: Path, sign: Any, registry: infra.Registry,
+                                                        lookaside: infra.Lookaside, gpg: infra.GpgKeys) -> None:
+    sign("gpg/warned", None)
+    store = trust_store("release", {"release-rsa": gpg.armored("release-rsa")})
+    policy = trust_policy("release", [f"{registry.host}/gpg/**"], [
+        {"name": "release", "gpg": {"trustStore": "release", "lookaside": lookaside.url}}], mode="warn")
+    config = write_config(tmp_path / "warn", store, policy)
+    run = verify(config, registry, f"{registry.host}/gpg/warned:v1")
+    assert run.returncode == 0, run.stdout + run.stderr
+    (image,) = run.json()["images"]
+    assert image["allowed"] is True
+    assert any("no signatures found" in warning for warning in image["warnings"]), image
+
+
+def test_bearer_token_registry(tmp_path: Path, lookaside: infra.Lookaside, gpg: infra.GpgKeys) -> None:
+    tls = infra.make_tls(tmp_path / "tls")
+    tokens = infra.start_token_service(tmp_path / "tokens", tls, ("puller", "t0ken-pass"))
+    secured = infra.start_registry(tmp_path / "token-registry", tls=tls, token_service=tokens)
+    try:
+        registries_d = lookaside.write_registries_d(tmp_path / "registries.d", secured)
+        layout = infra.write_oci_layout(tmp_path / "layout", seed="token")
+        infra.push(layout, secured, "gpg/token", "v1", registries_d=registries_d, gnupg_home=gpg.home,
+                   sign_by=gpg.fingerprints["release-rsa"])
+        issued_for_push = tokens.issued
+        config = gpg_config(tmp_path / "config", secured, lookaside, gpg)
+        run = verify(config, secured, f"{secured.host}/gpg/token:v1")
+        assert run.returncode == 0, run.stdout + run.stderr
+        assert tokens.issued > issued_for_push
+
+        anonymous = trustgate("verify", "--config", str(config), "--registry-ca", str(tls.ca), "--output", "json",
+                              f"{secured.host}/gpg/token:v1")
+        assert anonymous.returncode == 1
+        assert "token service" in reasons(anonymous) and "refused access" in reasons(anonymous), reasons(anonymous)
+    finally:
+        secured.stop()
+        tokens.stop()
 
 
 def test_private_ca_and_basic_auth_registry(tmp_path: Path, lookaside: infra.Lookaside, gpg: infra.GpgKeys) -> None:
