@@ -13,6 +13,7 @@ from typing import Literal
 
 from webhook.config import LoadedResources
 from webhook.policy.matching import ImageGlob
+from webhook.policy.models import LabelSelector, parse_duration
 from webhook.trust import CompiledTrustStore, compile_trust_store
 from webhook.verifiers.base import CompiledAuthority, ConfigError, VerifierPlugin, discover_verifiers
 
@@ -22,15 +23,38 @@ _generations = itertools.count(1)
 
 
 @dataclass(frozen=True)
+class AuthorityRules:
+    """A compiled authority with the rules every verifier type shares."""
+
+    verifier: CompiledAuthority
+    min_signatures: int = 1
+    max_signature_age_seconds: int | None = None
+
+    @property
+    def name(self) -> str:
+        return self.verifier.name
+
+
+@dataclass(frozen=True)
 class CompiledPolicy:
     name: str
     globs: tuple[ImageGlob, ...]
     mode: Mode
     threshold: int
-    authorities: tuple[CompiledAuthority, ...]
+    authorities: tuple[AuthorityRules, ...]
+    require_digest: bool = False
+    mutate_digest: bool = True
+    namespace_selector: LabelSelector | None = None
+    denied_digests: frozenset[str] = frozenset()
 
     def matches(self, repository: str) -> bool:
         return any(glob.matches(repository) for glob in self.globs)
+
+    def applies_to_namespace(self, labels: Mapping[str, str] | None) -> bool:
+        """Unknown namespace labels (None) never exempt an image from a policy."""
+        if self.namespace_selector is None or labels is None:
+            return True
+        return self.namespace_selector.matches(dict(labels))
 
 
 @dataclass(frozen=True)
@@ -38,14 +62,17 @@ class PolicySet:
     generation: int
     policies: tuple[CompiledPolicy, ...]
     trust_stores: Mapping[str, CompiledTrustStore]
+    # Revocation is global: a key revoked in any TrustStore is compromised wherever else it is trusted.
+    revoked_keys: frozenset[str] = frozenset()
 
-    def matching(self, repository: str) -> list[CompiledPolicy]:
-        return [policy for policy in self.policies if policy.matches(repository)]
+    def matching(self, repository: str, namespace_labels: Mapping[str, str] | None = None) -> list[CompiledPolicy]:
+        return [policy for policy in self.policies
+                if policy.matches(repository) and policy.applies_to_namespace(namespace_labels)]
 
     def close(self) -> None:
         for policy in self.policies:
             for authority in policy.authorities:
-                authority.close()
+                authority.verifier.close()
 
 
 def compile_policy_set(resources: LoadedResources,
@@ -63,25 +90,34 @@ def compile_policy_set(resources: LoadedResources,
     policies: list[CompiledPolicy] = []
     try:
         for origin, policy in resources.policies:
-            first = len(authorities)
+            rules: list[AuthorityRules] = []
             for index, authority in enumerate(policy.spec.authorities):
                 try:
-                    authorities.append(_compile_authority(
-                        authority.name, authority.verifier_entries(), stores, verifiers,
-                        f"spec.authorities[{index}]"))
+                    verifier = _compile_authority(authority.name, authority.verifier_entries(), stores, verifiers,
+                                                  f"spec.authorities[{index}]")
                 except ConfigError as exc:
                     raise origin.error(exc.path, exc.message) from None
+                authorities.append(verifier)
+                max_age = authority.maxSignatureAge
+                rules.append(AuthorityRules(verifier, authority.minSignatures,
+                                            parse_duration(max_age) if max_age else None))
+            spec = policy.spec
             policies.append(CompiledPolicy(
                 name=policy.metadata.name,
-                globs=tuple(ImageGlob.compile(pattern) for pattern in policy.spec.images),
-                mode=policy.spec.mode,
-                threshold=policy.spec.threshold or len(policy.spec.authorities),
-                authorities=tuple(authorities[first:]),
+                globs=tuple(ImageGlob.compile(pattern) for pattern in spec.images),
+                mode=spec.mode,
+                threshold=spec.threshold or len(spec.authorities),
+                authorities=tuple(rules),
+                require_digest=spec.requireDigest,
+                mutate_digest=spec.mutateDigest,
+                namespace_selector=spec.namespaceSelector,
+                denied_digests=frozenset(spec.deniedDigests or ()),
             ))
     except BaseException:
         _close(authorities)
         raise
-    return PolicySet(next(_generations), tuple(policies), stores)
+    revoked = frozenset(key for _, store in resources.stores for key in store.spec.revokedKeys or ())
+    return PolicySet(next(_generations), tuple(policies), stores, revoked)
 
 
 def _compile_authority(name: str, entries: Mapping[str, object], stores: Mapping[str, CompiledTrustStore],

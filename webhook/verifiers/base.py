@@ -12,6 +12,7 @@ Python entry-point group `trustgate.verifiers`; a third-party plugin can never r
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
@@ -42,6 +43,14 @@ class ResolvedImage:
     digest: str
     manifest: bytes
     media_type: str
+
+    def child_digests(self) -> tuple[str, ...]:
+        """The manifests an index (or Docker manifest list) points at; none for an image manifest."""
+        if not self.media_type.endswith(("index.v1+json", "manifest.list.v2+json")):
+            return ()
+        document = json.loads(self.manifest)
+        return tuple(entry["digest"] for entry in document.get("manifests", [])
+                     if isinstance(entry, dict) and isinstance(entry.get("digest"), str))
 
 
 @dataclass(frozen=True, slots=True)
