@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 from webhook.references import InvalidReferenceError, is_repository_prefix, parse_reference, validate_digest
+from webhook.verifiers.notation_identity import validate_trusted_identities
 
 GROUP = "trustgate.dev"
 VERSION = "v1alpha1"
@@ -252,6 +253,53 @@ def parse_duration(value: str) -> int:
     return sum(int(amount) * unit for amount, unit in zip(match.groups(), _DURATION_UNITS, strict=True) if amount)
 
 
+NotationAction = Literal["enforce", "log", "skip"]
+
+
+class NotationOverride(Strict):
+    """Per-check actions replacing those of the verification level (integrity can never be overridden)."""
+
+    authenticity: Literal["enforce", "log"] | None = None
+    authenticTimestamp: NotationAction | None = None
+    expiry: NotationAction | None = None
+    revocation: NotationAction | None = None
+
+
+class NotationAuthority(Strict):
+    """A Notary Project trust-policy statement: trusted certificates, trusted identities and a level."""
+
+    trustStore: ResourceName | None = Field(
+        default=None,
+        description="TrustStore whose x509 entries (role ca, signingAuthority, tsa) are trusted; not with skip.",
+    )
+    trustedIdentities: list[str] | None = Field(
+        default=None,
+        description='"*" or "x509.subject: <DN>" entries; a DN must name C, ST and O and matches a signing '
+                    "certificate whose subject has all of its attributes.",
+    )
+    verificationLevel: Literal["strict", "permissive", "audit", "skip"] = "strict"
+    override: NotationOverride | None = None
+    verifyTimestamp: Literal["always", "afterCertExpiry"] = Field(
+        default="afterCertExpiry",
+        description="always: a timestamp countersignature from a tsa root is required; afterCertExpiry: "
+                    "required only once the signing certificate has expired (one present is always checked).",
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> NotationAuthority:
+        if self.verificationLevel == "skip":
+            if self.trustStore is not None or self.trustedIdentities is not None or self.override is not None:
+                raise ValueError("verificationLevel skip must not have trustStore, trustedIdentities or override")
+            return self
+        if self.trustStore is None or not self.trustedIdentities:
+            raise ValueError("trustStore and trustedIdentities are both required unless verificationLevel is skip")
+        try:
+            validate_trusted_identities(self.trustedIdentities)
+        except ValueError as exc:
+            raise ValueError(f"trustedIdentities: {exc}") from None
+        return self
+
+
 class Authority(BaseModel):
     """A named verifier, configured under exactly one verifier type key such as gpg."""
 
@@ -271,6 +319,7 @@ class Authority(BaseModel):
                     "old, vulnerable images cannot be replayed. Signatures without a signed time are rejected.",
     )
     gpg: GpgAuthority | None = None
+    notation: NotationAuthority | None = None
 
     @field_validator("maxSignatureAge")
     @classmethod
@@ -281,6 +330,8 @@ class Authority(BaseModel):
 
     def verifier_entries(self) -> dict[str, Any]:
         entries: dict[str, Any] = {"gpg": self.gpg} if self.gpg is not None else {}
+        if self.notation is not None:
+            entries["notation"] = self.notation
         entries.update(self.model_extra or {})
         return entries
 

@@ -159,6 +159,7 @@ class VerifierPlugin(ABC):
 
 _BUILTIN_VERIFIERS: dict[str, str] = {
     "gpg": "webhook.verifiers.gpg:GpgVerifier",
+    "notation": "webhook.verifiers.notation:NotationVerifier",
 }
 
 
