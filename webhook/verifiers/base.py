@@ -150,6 +150,7 @@ class VerifierPlugin(ABC):
 
 _BUILTIN_VERIFIERS: dict[str, str] = {
     "gpg": "webhook.verifiers.gpg:GpgVerifier",
+    "cosign": "webhook.verifiers.cosign:CosignVerifier",
 }
 
 
