@@ -71,6 +71,10 @@ class TrustStoreKey(Strict):
     rekorPublicKey: str | None = Field(
         default=None, description="PEM public key of a Rekor transparency log, for offline entry checks."
     )
+    hashAlgorithm: Literal["sha256", "sha384", "sha512"] | None = Field(
+        default=None,
+        description="publicKey (ECDSA or RSA) only: the digest its signatures use; sha256 when omitted, as cosign.",
+    )
 
     @model_validator(mode="after")
     def _one_material(self) -> TrustStoreKey:
@@ -78,6 +82,8 @@ class TrustStoreKey(Strict):
         if len(given) != 1:
             raise ValueError(f"exactly one of {', '.join(KEY_MATERIAL_FIELDS)} is required"
                              + (f"; found {', '.join(given)}" if given else ""))
+        if self.hashAlgorithm is not None and self.publicKey is None:
+            raise ValueError("hashAlgorithm applies to publicKey entries only")
         return self
 
     @property
@@ -300,6 +306,63 @@ class NotationAuthority(Strict):
         return self
 
 
+
+
+class CertificateIdentity(Strict):
+    """Who a signing certificate must name: a SAN (email, URI, DNS name) and, for Fulcio, the OIDC issuer."""
+
+    subject: str | None = Field(default=None, description="Exact subject alternative name.")
+    subjectRegExp: str | None = Field(default=None, description="Anchored regular expression over the SANs.")
+    issuer: str | None = Field(default=None, description="Exact OIDC issuer (Fulcio certificate extension).")
+    issuerRegExp: str | None = Field(default=None, description="Anchored regular expression over the issuer.")
+
+    @model_validator(mode="after")
+    def _constraints(self) -> CertificateIdentity:
+        if (self.subject is None) == (self.subjectRegExp is None):
+            raise ValueError("exactly one of subject, subjectRegExp is required")
+        if self.issuer is not None and self.issuerRegExp is not None:
+            raise ValueError("issuer and issuerRegExp are mutually exclusive")
+        for name in ("subjectRegExp", "issuerRegExp"):
+            pattern = getattr(self, name)
+            if pattern is not None:
+                try:
+                    re.compile(pattern)
+                except re.error as exc:
+                    raise ValueError(f"{name} {pattern!r} is not a valid regular expression: {exc}") from None
+        return self
+
+
+class TransparencyLog(Strict):
+    require: bool = Field(
+        default=False,
+        description="Require a Rekor signed entry timestamp, checked offline with the TrustStore's rekorPublicKey.",
+    )
+
+
+class CosignAuthority(Strict):
+    trustStore: ResourceName = Field(description="Name of the TrustStore holding the keys or x509 roots.")
+    keys: list[EntryName] | None = Field(
+        default=None, min_length=1,
+        description="Subset of the store's publicKey or x509 (role ca) entries; all of them when omitted.",
+    )
+    # cosign signs the repository without a tag, so the default rule compares repositories only.
+    signedIdentity: SignedIdentity = Field(default_factory=lambda: SignedIdentity(type="matchRepository"))
+    signaturesRepository: str | None = Field(
+        default=None, description="Repository holding the signatures instead of the image's own (COSIGN_REPOSITORY)."
+    )
+    certificateIdentity: CertificateIdentity | None = Field(
+        default=None, description="Required for certificate-based signatures (x509 roots)."
+    )
+    transparencyLog: TransparencyLog = Field(default_factory=TransparencyLog)
+
+    @field_validator("signaturesRepository")
+    @classmethod
+    def _repository(cls, value: str | None) -> str | None:
+        if value is not None and not _parse_rule_reference(value, "signaturesRepository").is_name_only:
+            raise ValueError(f"signaturesRepository {value!r} must not have a tag or digest")
+        return value
+
+
 class Authority(BaseModel):
     """A named verifier, configured under exactly one verifier type key such as gpg."""
 
@@ -319,6 +382,7 @@ class Authority(BaseModel):
                     "old, vulnerable images cannot be replayed. Signatures without a signed time are rejected.",
     )
     gpg: GpgAuthority | None = None
+    cosign: CosignAuthority | None = None
     notation: NotationAuthority | None = None
 
     @field_validator("maxSignatureAge")
@@ -329,9 +393,9 @@ class Authority(BaseModel):
         return value
 
     def verifier_entries(self) -> dict[str, Any]:
-        entries: dict[str, Any] = {"gpg": self.gpg} if self.gpg is not None else {}
-        if self.notation is not None:
-            entries["notation"] = self.notation
+        """The verifier type keys given, built-in and third-party alike."""
+        builtin = {"gpg": self.gpg, "cosign": self.cosign, "notation": self.notation}
+        entries: dict[str, Any] = {name: spec for name, spec in builtin.items() if spec is not None}
         entries.update(self.model_extra or {})
         return entries
 

@@ -5,7 +5,7 @@ A verifier plugin turns an authority's configuration plus the TrustStores it nam
 signature at a time (`verify_signature`): bytes and trust material in, a `Result` with its reason out. It
 never opens a socket; the pipeline fetches through the sources and combines the per-signature results.
 
-Built-in types are `gpg` (and, as they land, `cosign` and `notation`). Third parties add a type through the
+Built-in types are `gpg`, `cosign` and `notation`. Third parties add a type through the
 Python entry-point group `trustgate.verifiers`; a third-party plugin can never replace a built-in type.
 """
 
@@ -159,6 +159,7 @@ class VerifierPlugin(ABC):
 
 _BUILTIN_VERIFIERS: dict[str, str] = {
     "gpg": "webhook.verifiers.gpg:GpgVerifier",
+    "cosign": "webhook.verifiers.cosign:CosignVerifier",
     "notation": "webhook.verifiers.notation:NotationVerifier",
 }
 
