@@ -6,11 +6,15 @@ are never taken as evidence of anything.
 
 from __future__ import annotations
 
+import base64
+import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from webhook import strictjson
+from webhook.pipeline import ImageVerdict
+from webhook.references import parse_reference
 
 ADMISSION_API_VERSION = "admission.k8s.io/v1"
 MAX_MESSAGE_CHARS = 4000
@@ -28,6 +32,7 @@ class BadReviewError(ValueError):
 @dataclass(frozen=True, slots=True)
 class AdmissionRequest:
     uid: str
+    group: str
     kind: str
     operation: str
     namespace: str
@@ -35,11 +40,13 @@ class AdmissionRequest:
     obj: Mapping[str, Any] | None
     dry_run: bool
     subresource: str
+    old_obj: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class ContainerImage:
-    field_path: str
+    field_path: str  # for people: spec.template.spec.containers[0].image
+    pointer: str  # for JSONPatch: /spec/template/spec/containers/0/image
     image: str
 
 
@@ -63,19 +70,41 @@ def parse_review(body: bytes) -> AdmissionRequest:
     obj = request.get("object")
     if obj is not None and not isinstance(obj, dict):
         raise BadReviewError("request.object is not an object")
+    old_obj = request.get("oldObject")
+    if old_obj is not None and not isinstance(old_obj, dict):
+        raise BadReviewError("request.oldObject is not an object")
     return AdmissionRequest(
         uid=uid,
-        kind=kind.get("kind", "") if isinstance(kind, dict) else "",
+        group=str(kind.get("group", "")) if isinstance(kind, dict) else "",
+        kind=str(kind.get("kind", "")) if isinstance(kind, dict) else "",
         operation=str(request.get("operation", "")),
         namespace=str(request.get("namespace", "")),
         name=str(request.get("name", "")),
         obj=obj,
         dry_run=request.get("dryRun") is True,
         subresource=str(request.get("subResource", "")),
+        old_obj=old_obj,
     )
 
 
-def pod_spec_images(spec: Any, prefix: str) -> Iterator[ContainerImage]:
+# Where each kind keeps the pod spec whose images run: (API group, kind) -> path of the pod spec. The group
+# matters: a custom resource that calls itself Deployment is not an apps/v1 Deployment.
+POD_SPEC_PATHS: dict[tuple[str, str], tuple[str, ...]] = {
+    ("", "Pod"): ("spec",),
+    ("", "ReplicationController"): ("spec", "template", "spec"),
+    ("apps", "Deployment"): ("spec", "template", "spec"),
+    ("apps", "ReplicaSet"): ("spec", "template", "spec"),
+    ("apps", "StatefulSet"): ("spec", "template", "spec"),
+    ("apps", "DaemonSet"): ("spec", "template", "spec"),
+    ("batch", "Job"): ("spec", "template", "spec"),
+    ("batch", "CronJob"): ("spec", "jobTemplate", "spec", "template", "spec"),
+    # Kubernetes 1.20-1.21 send the pods/ephemeralcontainers subresource as this kind, the list at top level.
+    ("", "EphemeralContainers"): (),
+}
+
+
+def pod_spec_images(spec: Any, path: tuple[str, ...]) -> Iterator[ContainerImage]:
+    prefix = ".".join(path) or "object"
     if not isinstance(spec, dict):
         raise BadReviewError(f"{prefix} is not an object")
     for field_name in POD_CONTAINER_FIELDS:
@@ -85,23 +114,54 @@ def pod_spec_images(spec: Any, prefix: str) -> Iterator[ContainerImage]:
         if not isinstance(containers, list):
             raise BadReviewError(f"{prefix}.{field_name} is not a list")
         for index, container in enumerate(containers):
+            where = f"{prefix}.{field_name}[{index}]" if path else f"{field_name}[{index}]"
             if not isinstance(container, dict):
-                raise BadReviewError(f"{prefix}.{field_name}[{index}] is not an object")
+                raise BadReviewError(f"{where} is not an object")
             image = container.get("image")
             if image is None:
                 continue
             if not isinstance(image, str):
-                raise BadReviewError(f"{prefix}.{field_name}[{index}].image is not a string")
-            yield ContainerImage(f"{prefix}.{field_name}[{index}].image", image)
+                raise BadReviewError(f"{where}.image is not a string")
+            pointer = "".join(f"/{part}" for part in (*path, field_name, str(index), "image"))
+            yield ContainerImage(f"{where}.image", pointer, image)
+
+
+# Subresources through which no image can change: their requests are admitted without verification (a status
+# update by the kubelet must not fail because a key was revoked after the pod started).
+IMAGE_SUBRESOURCES = ("", "ephemeralcontainers")
+
+
+def _images_of(obj: Mapping[str, Any] | None, path: tuple[str, ...], what: str) -> list[ContainerImage]:
+    if obj is None:
+        raise BadReviewError(f"request.{what} is missing")
+    spec: Any = obj
+    for index, part in enumerate(path):
+        if not isinstance(spec, dict):
+            raise BadReviewError(f"{'.'.join(path[:index]) or 'object'} is not an object")
+        spec = spec.get(part)
+        if spec is None:
+            raise BadReviewError(f"{'.'.join(path[: index + 1])} is missing")
+    return list(pod_spec_images(spec, path))
 
 
 def object_images(request: AdmissionRequest) -> list[ContainerImage] | None:
-    """Every image the object runs, or None if trustgate has no rule for this kind."""
-    if request.kind != "Pod":
+    """The images to verify for this request, or None if trustgate has no rule for this kind.
+
+    Only the pod spec is read: labels, annotations and ownerReferences are never evidence of anything (a pod
+    claiming to belong to a verified Deployment is verified on its own merits). On UPDATE, images the object
+    already ran (per the API server's oldObject) are not verified again: every pod is verified at CREATE, so
+    a changed key or policy never blocks relabelling or scaling what already runs.
+    """
+    path = POD_SPEC_PATHS.get((request.group, request.kind))
+    if path is None:
         return None
-    if request.obj is None:
-        raise BadReviewError("request.object is missing for a Pod")
-    return list(pod_spec_images(request.obj.get("spec"), "spec"))
+    if request.operation not in ("CREATE", "UPDATE") or request.subresource not in IMAGE_SUBRESOURCES:
+        return []
+    images = _images_of(request.obj, path, "object")
+    if request.operation == "UPDATE" and request.old_obj is not None:
+        before = {(image.pointer, image.image) for image in _images_of(request.old_obj, path, "oldObject")}
+        images = [image for image in images if (image.pointer, image.image) not in before]
+    return images
 
 
 def fit_message(parts: Sequence[str], limit: int = MAX_MESSAGE_CHARS) -> str:
@@ -122,9 +182,31 @@ def fit_warnings(warnings: Sequence[str]) -> list[str]:
     return fitted
 
 
-def review_response(uid: str, allowed: bool, message: str | None = None,
-                    warnings: Sequence[str] = ()) -> dict[str, Any]:
+def pinned_reference(image: str, digest: str) -> str | None:
+    """`name:tag` -> `name:tag@digest` (a bare name gets its implied `latest`); None if already pinned."""
+    reference = parse_reference(image)
+    if reference.digest is not None:
+        return None
+    return f"{image}@{digest}" if reference.tag is not None else f"{image}:latest@{digest}"
+
+
+def digest_pins(images: Sequence[ContainerImage], verdicts: Sequence[ImageVerdict]) -> list[dict[str, str]]:
+    """JSONPatch operations rewriting each verified image to the digest it was verified at."""
+    patch = []
+    for image, verdict in zip(images, verdicts, strict=True):
+        if verdict.pinnable and verdict.digest is not None:
+            pinned = pinned_reference(image.image, verdict.digest)
+            if pinned is not None:
+                patch.append({"op": "replace", "path": image.pointer, "value": pinned})
+    return patch
+
+
+def review_response(uid: str, allowed: bool, message: str | None = None, warnings: Sequence[str] = (),
+                    patch: Sequence[Mapping[str, str]] = ()) -> dict[str, Any]:
     response: dict[str, Any] = {"uid": uid, "allowed": allowed}
+    if patch:
+        response["patchType"] = "JSONPatch"
+        response["patch"] = base64.b64encode(json.dumps(list(patch)).encode()).decode()
     if not allowed:
         response["status"] = {"code": 403, "reason": "Forbidden", "message": message or "denied"}
     elif message:

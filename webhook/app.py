@@ -1,4 +1,4 @@
-"""The FastAPI webhook: `POST /validate`, `GET /healthz`, `GET /readyz`.
+"""The FastAPI webhook: `POST /validate`, `POST /mutate` (digest pinning), `GET /healthz`, `GET /readyz`.
 
 Every AdmissionReview gets an answer: a malformed body is a 400 with a message, and any fault during
 verification denies the images concerned (the pipeline fails closed), never a 500 that a `failurePolicy:
@@ -8,7 +8,7 @@ Ignore` would turn into an admission.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -16,13 +16,15 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from webhook.admission import (
+    AdmissionRequest,
     BadReviewError,
+    digest_pins,
     fit_message,
     object_images,
     parse_review,
     review_response,
 )
-from webhook.pipeline import Pipeline, VerifySettings
+from webhook.pipeline import AdmissionContext, Pipeline, VerifySettings
 from webhook.policy.compile import PolicySet
 from webhook.registry.client import RegistryClient, RegistrySettings
 
@@ -31,11 +33,18 @@ log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 3 * 1024 * 1024  # the API server's own request limit
 
 
+async def _labels_unknown(namespace: str) -> Mapping[str, str] | None:
+    return None
+
+
 @dataclass
 class WebhookConfig:
     policies: PolicySet
     registry: RegistrySettings
     verify: VerifySettings
+    # Labels of a namespace for TrustPolicy namespaceSelectors; None when they cannot be read, and then no
+    # selector exempts an image.
+    namespace_labels: Callable[[str], Awaitable[Mapping[str, str] | None]] = _labels_unknown
 
 
 class _WebhookState:
@@ -69,40 +78,57 @@ def create_app(config: WebhookConfig) -> FastAPI:
             return JSONResponse({"status": "not ready", "reason": "no policy loaded"}, status_code=503)
         return JSONResponse({"status": "ready", "policyGeneration": state.pipeline.policies.generation})
 
-    @app.post("/validate")
-    async def validate(request: Request) -> JSONResponse:
+    async def read_review(request: Request) -> AdmissionRequest:
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-            return _bad_request(f"body larger than {MAX_BODY_BYTES} bytes")
+            raise BadReviewError(f"body larger than {MAX_BODY_BYTES} bytes")
         body = bytearray()
         async for chunk in request.stream():
             body.extend(chunk)
             if len(body) > MAX_BODY_BYTES:
-                return _bad_request(f"body larger than {MAX_BODY_BYTES} bytes")
+                raise BadReviewError(f"body larger than {MAX_BODY_BYTES} bytes")
+        return parse_review(bytes(body))
+
+    async def decide(request: Request, *, mutating: bool) -> JSONResponse:
         try:
-            review = parse_review(bytes(body))
-            images = object_images(review) if review.operation in ("CREATE", "UPDATE") else []
+            review = await read_review(request)
+            images = object_images(review)
         except BadReviewError as exc:
             return _bad_request(str(exc))
         if images is None:
             return JSONResponse(review_response(
-                review.uid, False, f"trustgate has no rule for kind {review.kind!r}; check the webhook rules"))
+                review.uid, False, f"trustgate has no rule for {review.group or 'core'}/{review.kind}; check "
+                                   "the webhook rules"))
+        if not images:
+            return JSONResponse(review_response(review.uid, True))
         pipeline = state.pipeline
         if pipeline is None:
             return JSONResponse(review_response(review.uid, False, "trustgate is not ready: no policy loaded"))
-        verdicts = await pipeline.verify_images([image.image for image in images])
-        denied = [verdict for verdict in verdicts if not verdict.allowed]
+        labels = await config.namespace_labels(review.namespace) if review.namespace else None
+        context = AdmissionContext(namespace_labels=labels, enforce_require_digest=not mutating)
+        verdicts = await pipeline.verify_images([image.image for image in images], context)
         where = {image.image: image.field_path for image in images}
         for verdict in verdicts:
-            log.info("%s %s/%s %s %s: %s", review.uid, review.namespace, review.name or "(generated)",
-                     where[verdict.image], verdict.image,
-                     "admitted" if verdict.allowed else "denied " + "; ".join(verdict.reasons))
+            log.info("%s %s %s/%s %s %s: %s%s", "mutate" if mutating else "validate", review.uid, review.namespace,
+                     review.name or "(generated)", where[verdict.image], verdict.image,
+                     "admitted" if verdict.allowed else "denied " + "; ".join(verdict.reasons),
+                     " (dry run)" if review.dry_run else "")
         warnings = [warning for verdict in verdicts for warning in verdict.warnings]
+        denied = {verdict.image: verdict for verdict in verdicts if not verdict.allowed}
         if denied:
             message = fit_message([f"image {verdict.image} ({where[verdict.image]}) denied: "
-                                   + "; ".join(verdict.reasons) for verdict in {v.image: v for v in denied}.values()])
+                                   + "; ".join(verdict.reasons) for verdict in denied.values()])
             return JSONResponse(review_response(review.uid, False, message, warnings))
-        return JSONResponse(review_response(review.uid, True, warnings=warnings))
+        patch = digest_pins(images, verdicts) if mutating else []
+        return JSONResponse(review_response(review.uid, True, warnings=warnings, patch=patch))
+
+    @app.post("/validate")
+    async def validate(request: Request) -> JSONResponse:
+        return await decide(request, mutating=False)
+
+    @app.post("/mutate")
+    async def mutate(request: Request) -> JSONResponse:
+        return await decide(request, mutating=True)
 
     return app
 

@@ -163,6 +163,10 @@ class Pipeline:
             elif policy.mode == "audit":
                 for reason in policy_result.failure_reasons():
                     log.warning("audit: %s: %s", image, reason)
+        # Checks a verifier was told to log rather than enforce (e.g. Notation's permissive level) still reach
+        # the deployer as warnings.
+        warnings.extend(f"{image}: {node.subject}: {node.details['warnings']}"
+                        for _, node in result.walk() if node.passed and "warnings" in node.details)
         allowed = all(policy.mode != "enforce" for policy, _ in failed)
         pinnable = allowed and digest is not None and all(policy.mutate_digest for policy in policies)
         return self._verdict(image, result, allowed=allowed, digest=digest, reference=reference,

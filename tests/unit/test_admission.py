@@ -18,6 +18,7 @@ from webhook.admission import (
     fit_warnings,
     object_images,
     parse_review,
+    pinned_reference,
 )
 from webhook.app import MAX_BODY_BYTES, WebhookConfig, create_app
 from webhook.config import load_resources
@@ -30,10 +31,10 @@ VECTORS = REPO / "tests" / "conformance" / "kubernetes" / "admission-requests"
 CHECKS = json.loads((VECTORS / "case.json").read_text())["checks"]
 
 
-@pytest.mark.parametrize("check", [check for check in CHECKS if check["kind"] == "Pod"], ids=lambda c: c["name"])
-def test_pod_vectors_yield_every_image(check: dict[str, Any]) -> None:
+@pytest.mark.parametrize("check", CHECKS, ids=lambda c: c["name"])
+def test_vectors_yield_every_image(check: dict[str, Any]) -> None:
     request = parse_review((VECTORS / "admission-reviews" / check["name"]).read_bytes())
-    assert (request.uid, request.kind, request.operation) == (check["uid"], "Pod", check["operation"])
+    assert (request.uid, request.kind, request.operation) == (check["uid"], check["kind"], check["operation"])
     images = object_images(request)
     assert images is not None
     assert sorted(image.image for image in images) == sorted(check["images"])
@@ -41,14 +42,79 @@ def test_pod_vectors_yield_every_image(check: dict[str, Any]) -> None:
         path.strip() for path in check["image_paths"].split(",")}
 
 
-def review(obj: Any, kind: str = "Pod", **request: Any) -> bytes:
+def review(obj: Any, kind: str = "Pod", group: str = "", **request: Any) -> bytes:
     return json.dumps({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
-        "uid": "u-1", "kind": {"group": "", "version": "v1", "kind": kind}, "operation": "CREATE",
+        "uid": "u-1", "kind": {"group": group, "version": "v1", "kind": kind}, "operation": "CREATE",
         "object": obj, **request}}).encode()
+
+
+def images_of(body: bytes) -> list[tuple[str, str]] | None:
+    images = object_images(parse_review(body))
+    return None if images is None else [(image.pointer, image.image) for image in images]
+
+
+TEMPLATE = {"template": {"spec": {"containers": [{"name": "a", "image": "app:1"}],
+                                  "initContainers": [{"name": "i", "image": "init:1"}]}}}
+
+
+@pytest.mark.parametrize(("group", "kind"), [("apps", "Deployment"), ("apps", "ReplicaSet"), ("apps", "StatefulSet"),
+                                             ("apps", "DaemonSet"), ("batch", "Job"), ("", "ReplicationController")])
+def test_workload_templates_are_read(group: str, kind: str) -> None:
+    assert images_of(review({"spec": TEMPLATE}, kind, group)) == [
+        ("/spec/template/spec/initContainers/0/image", "init:1"), ("/spec/template/spec/containers/0/image", "app:1")]
+
+
+def test_cronjob_job_template_is_read() -> None:
+    assert images_of(review({"spec": {"jobTemplate": {"spec": TEMPLATE}}}, "CronJob", "batch")) == [
+        ("/spec/jobTemplate/spec/template/spec/initContainers/0/image", "init:1"),
+        ("/spec/jobTemplate/spec/template/spec/containers/0/image", "app:1")]
+
+
+def test_a_custom_resource_named_like_a_workload_has_no_rule() -> None:
+    assert images_of(review({"spec": TEMPLATE}, "Deployment", "evil.example.com")) is None
+
+
+def test_ephemeral_containers_in_both_request_shapes() -> None:
+    debug = {"name": "debug", "image": "busybox:1"}
+    old_shape = review({"kind": "EphemeralContainers", "ephemeralContainers": [debug]}, "EphemeralContainers",
+                       operation="UPDATE", subResource="ephemeralcontainers",
+                       oldObject={"kind": "EphemeralContainers", "ephemeralContainers": []})
+    assert images_of(old_shape) == [("/ephemeralContainers/0/image", "busybox:1")]
+    running = pod({"name": "a", "image": "app:1"})
+    debugged = pod({"name": "a", "image": "app:1"})
+    debugged["spec"]["ephemeralContainers"] = [debug]
+    new_shape = review(debugged, operation="UPDATE", subResource="ephemeralcontainers", oldObject=running)
+    assert images_of(new_shape) == [("/spec/ephemeralContainers/0/image", "busybox:1")]
+
+
+def test_update_verifies_only_images_that_change() -> None:
+    before = pod({"name": "a", "image": "app:1"}, {"name": "b", "image": "side:1"})
+    after = pod({"name": "a", "image": "app:2"}, {"name": "b", "image": "side:1"})
+    assert images_of(review(after, operation="UPDATE", oldObject=before)) == [("/spec/containers/0/image", "app:2")]
+
+
+def test_status_updates_need_no_verification() -> None:
+    assert images_of(review(pod({"name": "a", "image": "app:1"}), operation="UPDATE", subResource="status",
+                            oldObject=pod())) == []
+
+
+def test_annotations_and_owner_references_are_not_evidence() -> None:
+    forged = pod({"name": "a", "image": "evil:1"})
+    forged["metadata"]["annotations"] = {"trustgate.dev/verified": "true", "trustgate.dev/digest": "sha256:0"}
+    forged["metadata"]["ownerReferences"] = [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "verified",
+                                              "uid": "1", "controller": True}]
+    assert images_of(review(forged)) == [("/spec/containers/0/image", "evil:1")]
 
 
 def pod(*containers: Any, field: str = "containers") -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {field: list(containers)}}
+
+
+def test_pinned_references() -> None:
+    digest = "sha256:" + "a" * 64
+    assert pinned_reference("registry.example.com/app:v1", digest) == f"registry.example.com/app:v1@{digest}"
+    assert pinned_reference("nginx", digest) == f"nginx:latest@{digest}"
+    assert pinned_reference(f"nginx@{digest}", digest) is None
 
 
 def test_all_three_container_lists_are_read() -> None:
@@ -117,10 +183,15 @@ def test_image_matching_no_policy_is_denied_by_default(client: TestClient) -> No
     assert "spec.containers[0].image" in message
 
 
+def test_mutate_denies_what_validate_denies(client: TestClient) -> None:
+    answer = client.post("/mutate", content=review(pod({"name": "a", "image": "nginx:1.27"}))).json()
+    assert answer["response"]["allowed"] is False and "patch" not in answer["response"]
+
+
 def test_kind_without_a_rule_is_denied(client: TestClient) -> None:
     answer = client.post("/validate", content=review({"spec": {}}, kind="Service")).json()
     assert answer["response"]["allowed"] is False
-    assert "no rule for kind 'Service'" in answer["response"]["status"]["message"]
+    assert "no rule for core/Service" in answer["response"]["status"]["message"]
 
 
 def test_delete_is_admitted_without_verification(client: TestClient) -> None:

@@ -250,6 +250,8 @@ class Signer:
     description: str
     identity: str
     public: PublicKey | x509.Certificate
+    # Hex SHA-256 of the key's DER SubjectPublicKeyInfo, or of the certificate's DER: what revokedKeys names.
+    key_id: str
     certificate: x509.Certificate | None = None
     chain: tuple[x509.Certificate, ...] = ()
 
@@ -306,12 +308,14 @@ class CosignAuthorityVerifier(CompiledAuthority):
                        "rekorLogIndex": str(entry.log_index)}
         if signer.certificate is not None:
             self._check_certificate(signer, entry)
-        return self._check_payload(image, material, signer, details)
+        return self._check_payload(image, material, signer, details,
+                                   int(entry.integrated_time.timestamp()) if entry is not None else None)
 
     def _key_signer(self, signature: bytes, payload: bytes) -> Signer:
         for key in self.keys:
             if verify_with_key(key.key, key.hash_algorithm, signature, payload):
-                return Signer(f"key {key.name} ({key.fingerprint})", key.fingerprint, key.key)
+                return Signer(f"key {key.name} ({key.fingerprint})", key.fingerprint, key.key,
+                              key.fingerprint.removeprefix("sha256:").upper())
         names = ", ".join(key.name for key in self.keys)
         raise SignatureRejected("cosign.signature", f"signature does not verify with any trusted key ({names} of "
                                                     f"TrustStore {self.store_name}): other key, or tampered")
@@ -331,8 +335,9 @@ class CosignAuthorityVerifier(CompiledAuthority):
             raise SignatureRejected("cosign.signature", f"signature does not verify with the key of certificate "
                                                         f"{pki.describe(leaf)!r}: tampered")
         name = ", ".join(certificate_subjects(leaf)) or pki.describe(leaf)
-        return Signer(f"certificate for {name}", f"certificate sha256:{leaf.fingerprint(hashes.SHA256()).hex()}",
-                      leaf, leaf, tuple(chain))
+        leaf_fingerprint = leaf.fingerprint(hashes.SHA256()).hex()
+        return Signer(f"certificate for {name}", f"certificate sha256:{leaf_fingerprint}", leaf,
+                      leaf_fingerprint.upper(), leaf, tuple(chain))
 
     def _log_entry(self, material: SignatureMaterial, signature: bytes, signer: Signer) -> RekorEntry | None:
         bundle = material.annotations.get(BUNDLE_ANNOTATION)
@@ -367,7 +372,7 @@ class CosignAuthorityVerifier(CompiledAuthority):
             raise SignatureRejected("cosign.identity", str(exc)) from None
 
     def _check_payload(self, image: ResolvedImage, material: SignatureMaterial, signer: Signer,
-                       details: dict[str, str]) -> Result:
+                       details: dict[str, str], logged_at: int | None) -> Result:
         good = f"good signature by {signer.description}"
         try:
             payload = parse_payload(material.data, COSIGN_SIGNATURE_TYPE)
@@ -382,8 +387,11 @@ class CosignAuthorityVerifier(CompiledAuthority):
             raise SignatureRejected("payload.identity", f"{good}, but signed for {payload.docker_reference}, "
                                                         f"not accepted by {describe_rule(rule)} for "
                                                         f"{image.reference}")
+        # The signed payload's timestamp, else the time the transparency log vouches the signature existed.
+        signed_at = payload.timestamp if payload.timestamp is not None else logged_at
         return Result.ok(material.label, "signature.valid", f"{good}, signed for {payload.docker_reference}",
-                         signer=signer.identity, details={"dockerReference": payload.docker_reference, **details})
+                         signer=signer.identity, details={"dockerReference": payload.docker_reference, **details},
+                         signer_ids=(signer.key_id,), signed_at=signed_at)
 
 
 class CosignVerifier(VerifierPlugin):

@@ -210,6 +210,9 @@ class NotationAuthorityVerifier(CompiledAuthority):
         denied = [check for check in checks if check.code == "notation.check_failed"]
         logged = [check for check in checks if check.code == "notation.check_logged"]
         signer = f"{describe(leaf)} (sha256 {_fingerprint(leaf)})"
+        signing_time = envelope.authentic_signing_time or envelope.signing_time
+        identity = {"signer": signer, "signer_ids": (_fingerprint(leaf).upper(),),
+                    "signed_at": int(signing_time.timestamp()) if signing_time else None}
         details = {"envelope": envelope.media_type, "scheme": envelope.signing_scheme,
                    "level": self.spec.verificationLevel}
         if denied:
@@ -223,9 +226,9 @@ class NotationAuthorityVerifier(CompiledAuthority):
             details["warnings"] = warnings
             return Result.ok(subject, "notation.verified_with_warnings",
                              f"verified at level {self.spec.verificationLevel} with warnings: {warnings}",
-                             children=tuple(checks), signer=signer, details=details)
+                             children=tuple(checks), details=details, **identity)
         return Result.ok(subject, "notation.verified", f"verified: signed by {describe(leaf)!r}",
-                         children=tuple(checks), signer=signer, details=details)
+                         children=tuple(checks), details=details, **identity)
 
 
 class _CheckFailed(Exception):
