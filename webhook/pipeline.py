@@ -43,6 +43,8 @@ class AdmissionContext:
     enforce_require_digest: bool = True
 
 
+UNKNOWN_CONTEXT = AdmissionContext()
+
 @dataclass(frozen=True)
 class ImageVerdict:
     image: str
@@ -83,14 +85,14 @@ class Pipeline:
         self._signature_checks = asyncio.Semaphore(self.settings.max_parallel_signature_checks)
 
     async def verify_images(self, images: Sequence[str],
-                            context: AdmissionContext = AdmissionContext()) -> list[ImageVerdict]:
+                            context: AdmissionContext = UNKNOWN_CONTEXT) -> list[ImageVerdict]:
         """Verify each distinct image once, concurrently; verdicts come back in the order given."""
         distinct = list(dict.fromkeys(images))
         verdicts = await asyncio.gather(*(self.verify_image(image, context) for image in distinct))
         by_image = dict(zip(distinct, verdicts, strict=True))
         return [by_image[image] for image in images]
 
-    async def verify_image(self, image: str, context: AdmissionContext = AdmissionContext()) -> ImageVerdict:
+    async def verify_image(self, image: str, context: AdmissionContext = UNKNOWN_CONTEXT) -> ImageVerdict:
         try:
             async with asyncio.timeout(self.settings.deadline_seconds):
                 return await self._verify(image, context)

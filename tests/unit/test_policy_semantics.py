@@ -13,7 +13,7 @@ import pytest
 from pydantic import BaseModel, ConfigDict
 
 from tests.helpers import resources, trust_policy
-from webhook.pipeline import AdmissionContext, ImageVerdict, Pipeline
+from webhook.pipeline import UNKNOWN_CONTEXT, AdmissionContext, ImageVerdict, Pipeline
 from webhook.policy.compile import compile_policy_set
 from webhook.references import ImageReference
 from webhook.results import Result
@@ -119,7 +119,7 @@ def authority(name: str = "release", trusted: Sequence[str] = (KEY_A, KEY_B, KEY
 
 
 def run(registry: Registry, documents: Sequence[dict[str, Any]], images: Sequence[str],
-        context: AdmissionContext = AdmissionContext()) -> list[ImageVerdict]:
+        context: AdmissionContext = UNKNOWN_CONTEXT) -> list[ImageVerdict]:
     verifiers = {**discover_verifiers(), "stub": StubVerifier()}
     policies = compile_policy_set(resources(*documents), verifiers)
     pipeline = Pipeline(policies, registry, clock=lambda: NOW)  # type: ignore[arg-type]
@@ -127,7 +127,7 @@ def run(registry: Registry, documents: Sequence[dict[str, Any]], images: Sequenc
 
 
 def verdict(registry: Registry, *policies: dict[str, Any], image: str = "registry.example.com/app:v1",
-            revoked: Sequence[str] = (), context: AdmissionContext = AdmissionContext()) -> ImageVerdict:
+            revoked: Sequence[str] = (), context: AdmissionContext = UNKNOWN_CONTEXT) -> ImageVerdict:
     (result,) = run(registry, [store(revoked), *policies], [image], context)
     return result
 
