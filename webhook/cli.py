@@ -1,6 +1,6 @@
-"""`trustgate verify | serve`: thin faces over the same pipeline.
+"""`trustgate verify | explain | serve`: thin faces over the same pipeline.
 
-Exit codes of `verify`: 0 every image admitted, 1 any image denied, 2 usage or configuration error.
+Exit codes of `verify` and `explain`: 0 every image admitted, 1 any image denied, 2 usage or configuration error.
 """
 
 from __future__ import annotations
@@ -55,6 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--output", choices=("text", "json"), default="text")
     verify.add_argument("images", nargs="+", metavar="IMAGE")
 
+    explain = commands.add_parser(
+        "explain", help="verify images and show every policy, authority and signature considered")
+    _registry_flags(explain)
+    explain.add_argument("images", nargs="+", metavar="IMAGE")
+    explain.set_defaults(output="text")
+
     serve = commands.add_parser("serve", help="serve the admission webhook over HTTPS")
     _registry_flags(serve)
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
@@ -94,13 +100,18 @@ def _load_policies(directory: Path) -> PolicySet:
         raise UsageError(str(exc)) from None
 
 
-def _print_text(verdicts: Sequence[ImageVerdict]) -> None:
+def _print_text(verdicts: Sequence[ImageVerdict], *, full: bool) -> None:
+    """The verdict of each image with its reasons; with `full`, every node of the explanation tree."""
     for verdict in verdicts:
         status = "ADMITTED" if verdict.allowed else "DENIED"
         digest = f" ({verdict.digest})" if verdict.digest else ""
         print(f"{status} {verdict.image}{digest}")
-        for line in verdict.result.explain()[1:]:
-            print(f"  {line}")
+        if full:
+            for depth, node in list(verdict.result.walk())[1:]:
+                print(f"{'  ' * depth}[{'pass' if node.passed else 'FAIL'}] {node.subject}: {node.message}")
+        else:
+            for line in verdict.result.explain()[1:]:
+                print(f"  {line}")
         for warning in verdict.warnings:
             print(f"  warning: {warning}")
 
@@ -127,7 +138,7 @@ def run_verify(args: argparse.Namespace) -> int:
                   indent=2)
         sys.stdout.write("\n")
     else:
-        _print_text(verdicts)
+        _print_text(verdicts, full=args.command == "explain")
     return EXIT_ADMITTED if allowed else EXIT_DENIED
 
 
@@ -163,7 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # httpx logs every request at INFO; registry traffic is worth reading only when debugging.
     logging.getLogger("httpx").setLevel(logging.DEBUG if args.log_level == "debug" else logging.WARNING)
     try:
-        return run_verify(args) if args.command == "verify" else run_serve(args)
+        return run_serve(args) if args.command == "serve" else run_verify(args)
     except UsageError as exc:
         print(f"trustgate: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

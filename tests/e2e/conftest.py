@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 
@@ -67,6 +70,52 @@ def trustgate(*args: str, env: dict[str, str] | None = None) -> Run:
     completed = subprocess.run([sys.executable, "-m", "webhook", *args], capture_output=True, text=True,
                                timeout=120, check=False, env={**os.environ, **(env or {})})
     return Run(completed.returncode, completed.stdout, completed.stderr)
+
+
+@contextmanager
+def running_webhook(directory: Path, config: Path, registry: infra.Registry,
+                    *flags: str) -> Iterator[httpx.Client]:
+    """`trustgate serve` on a free port with a certificate from a test CA; a client that trusts that CA."""
+    tls = infra.make_tls(directory / "webhook-tls")
+    port = infra.free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "webhook", "serve", "--config", str(config), *registry.trustgate_flags(config),
+         "--port", str(port), "--tls-cert", str(tls.cert), "--tls-key", str(tls.key), *flags],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        infra.wait_until_listening(port, process)
+        with httpx.Client(base_url=f"https://127.0.0.1:{port}", verify=ssl.create_default_context(cafile=tls.ca),
+                          timeout=30) as client:
+            yield client
+    finally:
+        infra.stop(process)
+
+
+def admission_review(uid: str, *images: str, kind: str = "Pod", group: str = "", operation: str = "CREATE",
+                     field: str = "containers", **request: Any) -> dict[str, Any]:
+    """An AdmissionReview as the API server sends it, for a Pod or (with `kind`) a workload template."""
+    containers = [{"name": f"c{index}", "image": image} for index, image in enumerate(images)]
+    pod_spec = {field: containers}
+    if field != "containers":
+        pod_spec["containers"] = [{"name": "main", "image": images[0]}]
+    obj: dict[str, Any] = {"metadata": {"name": "app"}, "spec": pod_spec}
+    if kind == "CronJob":
+        obj["spec"] = {"jobTemplate": {"spec": {"template": {"spec": pod_spec}}}}
+    elif kind != "Pod":
+        obj["spec"] = {"template": {"spec": pod_spec}}
+    return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+        "uid": uid, "kind": {"group": group, "version": "v1", "kind": kind}, "operation": operation,
+        "namespace": "default", "userInfo": {"username": "deployer"}, "object": obj, **request}}
+
+
+def verify(config: Path, registry: infra.Registry, *images: str, extra: tuple[str, ...] = ()) -> Run:
+    """`trustgate verify --output json` against `registry` with the flags that reach it."""
+    return trustgate("verify", "--config", str(config), *registry.trustgate_flags(config), "--output", "json",
+                     *extra, *images)
+
+
+def reasons(run: Run) -> str:
+    return "\n".join(reason for image in run.json()["images"] for reason in image["reasons"])
 
 
 def write_config(directory: Path, *documents: dict[str, Any]) -> Path:

@@ -11,10 +11,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import ssl
-import subprocess
-import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -30,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from tests.e2e import infra
-from tests.e2e.conftest import Run, trustgate, write_config
+from tests.e2e.conftest import Run, admission_review, reasons, running_webhook, verify, write_config
 from tests.helpers import key_store, trust_policy
 
 PASSWORD = "cosign-test-password"
@@ -210,15 +206,6 @@ def cosign_config(directory: Path, registry: infra.Registry, material: CosignKey
 @pytest.fixture
 def config(tmp_path: Path, registry: infra.Registry, cosign_keys: CosignKeys) -> Path:
     return cosign_config(tmp_path / "config", registry, cosign_keys)
-
-
-def verify(config: Path, registry: infra.Registry, *images: str) -> Run:
-    return trustgate("verify", "--config", str(config), *registry.trustgate_flags(config), "--output", "json",
-                     *images)
-
-
-def reasons(run: Run) -> str:
-    return "\n".join(reason for image in run.json()["images"] for reason in image["reasons"])
 
 
 def assert_denied(run: Run, *expected: str) -> None:
@@ -418,41 +405,14 @@ def test_required_transparency_log_entry_is_missing(tmp_path: Path, image: Any, 
 # --- the webhook -------------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def webhook_server(tmp_path: Path, config: Path, registry: infra.Registry) -> Iterator[tuple[str, Path]]:
-    tls = infra.make_tls(tmp_path / "webhook-tls")
-    port = infra.free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "webhook", "serve", "--config", str(config), *registry.trustgate_flags(config),
-         "--port", str(port), "--tls-cert", str(tls.cert), "--tls-key", str(tls.key)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        infra.wait_until_listening(port, process)
-        yield f"https://127.0.0.1:{port}", tls.ca
-    finally:
-        infra.stop(process)
-
-
-def review(uid: str, *images: str) -> dict[str, Any]:
-    containers = [{"name": f"c{index}", "image": image} for index, image in enumerate(images)]
-    return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
-        "uid": uid, "kind": {"group": "", "version": "v1", "kind": "Pod"},
-        "resource": {"group": "", "version": "v1", "resource": "pods"}, "operation": "CREATE",
-        "namespace": "default", "userInfo": {"username": "deployer"},
-        "object": {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "app"}, "spec": {"containers": containers}},
-    }}
-
-
 def test_serve_admits_cosign_signed_and_denies_attacker_signed(
-        image: Any, registry: infra.Registry, cosign_keys: CosignKeys,
-        webhook_server: tuple[str, Path]) -> None:
-    url, ca = webhook_server
+        tmp_path: Path, image: Any, registry: infra.Registry, cosign_keys: CosignKeys, config: Path) -> None:
     cosign_sign(registry, cosign_keys, f"cosign/served@{image('cosign/served')}", "ed25519")
     cosign_sign(registry, cosign_keys, f"cosign/forged@{image('cosign/forged')}", "attacker")
-    with httpx.Client(verify=ssl.create_default_context(cafile=str(ca)), timeout=30) as client:
-        admitted = client.post(f"{url}/validate", json=review("a-1", f"{registry.host}/cosign/served:v1")).json()
+    with running_webhook(tmp_path, config, registry) as client:
+        admitted = client.post("/validate", json=admission_review("a-1", f"{registry.host}/cosign/served:v1")).json()
         assert admitted["response"]["allowed"] is True, admitted
-        denied = client.post(f"{url}/validate", json=review("d-1", f"{registry.host}/cosign/forged:v1")).json()
+        denied = client.post("/validate", json=admission_review("d-1", f"{registry.host}/cosign/forged:v1")).json()
         assert denied["response"]["allowed"] is False
         message = denied["response"]["status"]["message"]
         assert "cosign/forged:v1" in message and "does not verify with any trusted key" in message, message

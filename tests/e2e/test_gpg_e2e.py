@@ -8,18 +8,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import ssl
-import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from tests.e2e import infra
-from tests.e2e.conftest import Run, trustgate, write_config
+from tests.e2e.conftest import admission_review, reasons, running_webhook, trustgate, verify, write_config
 from tests.helpers import trust_policy, trust_store
 
 
@@ -48,15 +43,6 @@ def gpg_config(directory: Path, registry: infra.Registry, lookaside: infra.Looka
 @pytest.fixture
 def config(tmp_path: Path, registry: infra.Registry, lookaside: infra.Lookaside, gpg: infra.GpgKeys) -> Path:
     return gpg_config(tmp_path / "config", registry, lookaside, gpg)
-
-
-def verify(config: Path, registry: infra.Registry, *images: str, extra: tuple[str, ...] = ()) -> Run:
-    return trustgate("verify", "--config", str(config), *registry.trustgate_flags(config), "--output", "json",
-                     *extra, *images)
-
-
-def reasons(run: Run) -> str:
-    return "\n".join(reason for image in run.json()["images"] for reason in image["reasons"])
 
 
 def test_images_signed_with_rsa_and_ed25519_keys_are_admitted(
@@ -280,51 +266,24 @@ def test_configuration_error_exits_2_naming_file_and_field(tmp_path: Path, regis
     assert "trust.yaml" in run.stderr and "TrustPolicy app" in run.stderr and "missing" in run.stderr, run.stderr
 
 
-@pytest.fixture
-def webhook_server(tmp_path: Path, config: Path, registry: infra.Registry) -> Iterator[tuple[str, Path]]:
-    tls = infra.make_tls(tmp_path / "webhook-tls")
-    port = infra.free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "webhook", "serve", "--config", str(config), *registry.trustgate_flags(config),
-         "--port", str(port), "--tls-cert", str(tls.cert), "--tls-key", str(tls.key)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        infra.wait_until_listening(port, process)
-        yield f"https://127.0.0.1:{port}", tls.ca
-    finally:
-        infra.stop(process)
-
-
-def review(uid: str, *images: str) -> dict[str, Any]:
-    containers = [{"name": f"c{index}", "image": image} for index, image in enumerate(images)]
-    return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
-        "uid": uid, "kind": {"group": "", "version": "v1", "kind": "Pod"},
-        "resource": {"group": "", "version": "v1", "resource": "pods"}, "operation": "CREATE",
-        "namespace": "default", "userInfo": {"username": "deployer"},
-        "object": {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "app"}, "spec": {"containers": containers}},
-    }}
-
-
-def test_serve_answers_admission_reviews_over_tls(sign: Any, registry: infra.Registry,
-                                                  webhook_server: tuple[str, Path]) -> None:
-    url, ca = webhook_server
+def test_serve_answers_admission_reviews_over_tls(tmp_path: Path, sign: Any, config: Path,
+                                                  registry: infra.Registry) -> None:
     sign("gpg/served", "release-rsa")
     sign("gpg/served-unsigned", None)
-    context = ssl.create_default_context(cafile=str(ca))
-    with httpx.Client(verify=context, timeout=30) as client:
-        assert client.get(f"{url}/healthz").status_code == 200
-        admitted = client.post(f"{url}/validate", json=review("a-1", f"{registry.host}/gpg/served:v1")).json()
+    with running_webhook(tmp_path, config, registry) as client:
+        assert client.get("/healthz").status_code == 200
+        admitted = client.post("/validate", json=admission_review("a-1", f"{registry.host}/gpg/served:v1")).json()
         assert admitted["response"]["uid"] == "a-1"
         assert admitted["response"]["allowed"] is True
 
-        denied = client.post(f"{url}/validate", json=review(
+        denied = client.post("/validate", json=admission_review(
             "d-1", f"{registry.host}/gpg/served:v1", f"{registry.host}/gpg/served-unsigned:v1")).json()
         assert denied["response"]["uid"] == "d-1"
         assert denied["response"]["allowed"] is False
         message = denied["response"]["status"]["message"]
         assert "gpg/served-unsigned:v1" in message and "no signatures found" in message, message
 
-        malformed = client.post(f"{url}/validate", content=b'{"kind": "AdmissionReview"')
+        malformed = client.post("/validate", content=b'{"kind": "AdmissionReview"')
         assert malformed.status_code == 400
 
 

@@ -21,7 +21,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
 from tests.e2e import infra
-from tests.e2e.conftest import Run, trustgate, write_config
+from tests.e2e.conftest import Run, reasons, verify, write_config
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -125,17 +125,8 @@ def notation_config(directory: Path, registry: infra.Registry, certificates: str
     return write_config(directory, store, policy)
 
 
-def verify(config: Path, registry: infra.Registry, *images: str) -> Run:
-    return trustgate("verify", "--config", str(config), *registry.trustgate_flags(config), "--output", "json",
-                     *images)
-
-
 def explanation(run: Run) -> str:
     return json.dumps(run.json()["images"])
-
-
-def reasons(run: Run) -> str:
-    return "\n".join(reason for image in run.json()["images"] for reason in image["reasons"])
 
 
 def test_selfsigned_jws_and_chain_cose_signatures_are_admitted(
