@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import ssl
 import subprocess
 import sys
@@ -18,6 +19,7 @@ import pytest
 import yaml
 
 from tests.e2e import infra
+from tests.helpers import trust_policy, trust_store
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -122,3 +124,38 @@ def write_config(directory: Path, *documents: dict[str, Any]) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "trust.yaml").write_text(yaml.safe_dump_all(documents))
     return directory
+
+
+@pytest.fixture
+def sign(tmp_path: Path, registry: infra.Registry, registries_d: Path, gpg: infra.GpgKeys) -> Any:
+    """Push a fresh image to `repository:tag`, signed by the named key (or unsigned); return its digest."""
+
+    def push(repository: str, key: str | None, *, tag: str = "v1", architectures: tuple[str, ...] = (),
+             manifest_format: str | None = None, seed: str = "") -> str:
+        seed = seed or f"{repository}:{tag}"
+        layout = infra.write_oci_layout(tmp_path / f"layout-{re.sub(r'[^A-Za-z0-9]', '_', seed)}", seed=seed,
+                                        architectures=architectures)
+        return infra.push(layout, registry, repository, tag, registries_d=registries_d, gnupg_home=gpg.home,
+                          sign_by=gpg.fingerprints[key] if key else None, manifest_format=manifest_format)
+
+    return push
+
+
+def gpg_config(directory: Path, registry: infra.Registry, lookaside: infra.Lookaside, gpg: infra.GpgKeys, *,
+               rules: dict[str, Any] | None = None, spec: dict[str, Any] | None = None,
+               revoked: tuple[str, ...] = (), **authority: Any) -> Path:
+    """The release store and a policy over `<registry>/gpg/**`: `authority` goes into the gpg entry, `rules`
+    beside it (minSignatures, maxSignatureAge), `spec` into the policy spec, `revoked` into the store."""
+    store = trust_store("release", {name: gpg.armored(name) for name in ("release-rsa", "release-ed")})
+    if revoked:
+        store["spec"]["revokedKeys"] = list(revoked)
+    policy = trust_policy("release", [f"{registry.host}/gpg/**"], [
+        {"name": "release", "gpg": {"trustStore": "release", "lookaside": lookaside.url, **authority},
+         **(rules or {})}], **(spec or {}))
+    return write_config(directory, store, policy)
+
+
+@pytest.fixture
+def config(tmp_path: Path, registry: infra.Registry, lookaside: infra.Lookaside, gpg: infra.GpgKeys) -> Path:
+    """The release TrustStore (RSA and Ed25519 keys) and a policy over `<registry>/gpg/**` using the lookaside."""
+    return gpg_config(tmp_path / "config", registry, lookaside, gpg)

@@ -11,38 +11,17 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from tests.e2e import infra
-from tests.e2e.conftest import admission_review, reasons, running_webhook, trustgate, verify, write_config
+from tests.e2e.conftest import (
+    admission_review,
+    gpg_config,
+    reasons,
+    running_webhook,
+    trustgate,
+    verify,
+    write_config,
+)
 from tests.helpers import trust_policy, trust_store
-
-
-@pytest.fixture
-def sign(tmp_path: Path, registry: infra.Registry, registries_d: Path, gpg: infra.GpgKeys) -> Any:
-    """Push a fresh image to `repository:tag`, signed by the named key (or unsigned); return its digest."""
-
-    def push(repository: str, key: str | None, *, tag: str = "v1", architectures: tuple[str, ...] = (),
-             manifest_format: str | None = None) -> str:
-        layout = infra.write_oci_layout(tmp_path / f"layout-{repository.replace('/', '_')}-{tag}",
-                                        seed=f"{repository}:{tag}", architectures=architectures)
-        return infra.push(layout, registry, repository, tag, registries_d=registries_d, gnupg_home=gpg.home,
-                          sign_by=gpg.fingerprints[key] if key else None, manifest_format=manifest_format)
-
-    return push
-
-
-def gpg_config(directory: Path, registry: infra.Registry, lookaside: infra.Lookaside, gpg: infra.GpgKeys,
-               **authority: Any) -> Path:
-    store = trust_store("release", {name: gpg.armored(name) for name in ("release-rsa", "release-ed")})
-    policy = trust_policy("release", [f"{registry.host}/gpg/**"], [
-        {"name": "release", "gpg": {"trustStore": "release", "lookaside": lookaside.url, **authority}}])
-    return write_config(directory, store, policy)
-
-
-@pytest.fixture
-def config(tmp_path: Path, registry: infra.Registry, lookaside: infra.Lookaside, gpg: infra.GpgKeys) -> Path:
-    return gpg_config(tmp_path / "config", registry, lookaside, gpg)
 
 
 def test_images_signed_with_rsa_and_ed25519_keys_are_admitted(
