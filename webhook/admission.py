@@ -23,6 +23,8 @@ MAX_REVIEW_DEPTH = 100
 MAX_WARNING_CHARS = 255
 MAX_WARNINGS_TOTAL_CHARS = 4096
 POD_CONTAINER_FIELDS = ("initContainers", "containers", "ephemeralContainers")
+# Each distinct image costs registry round trips: an object with more is denied without verifying any.
+MAX_CONTAINERS_PER_POD = 64
 
 
 class BadReviewError(ValueError):

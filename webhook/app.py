@@ -16,6 +16,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from webhook.admission import (
+    MAX_CONTAINERS_PER_POD,
     AdmissionRequest,
     BadReviewError,
     digest_pins,
@@ -27,6 +28,7 @@ from webhook.admission import (
 from webhook.pipeline import AdmissionContext, Pipeline, VerifySettings
 from webhook.policy.compile import PolicySet
 from webhook.registry.client import RegistryClient, RegistrySettings
+from webhook.registry.scope import RegistryScope
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,7 @@ class WebhookConfig:
     # Labels of a namespace for TrustPolicy namespaceSelectors; None when they cannot be read, and then no
     # selector exempts an image.
     namespace_labels: Callable[[str], Awaitable[Mapping[str, str] | None]] = _labels_unknown
+    max_containers_per_pod: int = MAX_CONTAINERS_PER_POD
 
 
 class _WebhookState:
@@ -56,7 +59,7 @@ def create_app(config: WebhookConfig) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        registry = RegistryClient(config.registry)
+        registry = RegistryClient(config.registry, scope=RegistryScope.of(config.policies))
         state.pipeline = Pipeline(config.policies, registry, config.verify)
         log.info("serving policy generation %d with %d TrustPolicies", config.policies.generation,
                  len(config.policies.policies))
@@ -101,6 +104,10 @@ def create_app(config: WebhookConfig) -> FastAPI:
                                    "the webhook rules"))
         if not images:
             return JSONResponse(review_response(review.uid, True))
+        if len(images) > config.max_containers_per_pod:
+            return JSONResponse(review_response(
+                review.uid, False, f"the object has {len(images)} container images to verify, more than the limit "
+                                   f"of {config.max_containers_per_pod}; denied without verification"))
         pipeline = state.pipeline
         if pipeline is None:
             return JSONResponse(review_response(review.uid, False, "trustgate is not ready: no policy loaded"))

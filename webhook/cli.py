@@ -13,11 +13,14 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from webhook.admission import MAX_CONTAINERS_PER_POD
 from webhook.config import ConfigFileError, load_resources
 from webhook.pipeline import ImageVerdict, Pipeline, VerifySettings
 from webhook.policy.compile import PolicySet, compile_policy_set
 from webhook.registry.auth import CredentialsError, load_docker_config
 from webhook.registry.client import RegistryClient, RegistrySettings
+from webhook.registry.network import parse_cidr
+from webhook.registry.scope import RegistryScope
 
 log = logging.getLogger("trustgate")
 
@@ -42,6 +45,17 @@ def _registry_flags(parser: argparse.ArgumentParser) -> None:
                         help="verdict for an image no TrustPolicy matches (default: deny)")
     parser.add_argument("--deadline", type=float, default=9.0, metavar="SECONDS",
                         help="per-image verification deadline; past it the image is denied (default: 9)")
+    parser.add_argument("--allow-registry-cidr", action="append", default=[], metavar="CIDR",
+                        help="let registries resolve to these addresses although they are loopback, link-local "
+                             "or cloud metadata (repeatable)")
+    parser.add_argument("--registry-delegate", action="append", default=[], metavar="REGISTRY=HOST",
+                        help="HOST serves REGISTRY's blobs (redirects, followed without credentials) or tokens "
+                             "(repeatable)")
+    parser.add_argument("--max-index-children", type=int, default=RegistrySettings.max_index_children,
+                        metavar="N", help="entries an image index may list (default: %(default)s)")
+    parser.add_argument("--max-signatures-per-source", type=int, metavar="N",
+                        help="signatures read from each signature source per image (default: 16, 32 for "
+                             "cosign .sig tags)")
     parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
 
 
@@ -67,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8443)
     serve.add_argument("--tls-cert", metavar="FILE", help="serving certificate (PEM)")
     serve.add_argument("--tls-key", metavar="FILE", help="serving key (PEM)")
+    serve.add_argument("--max-containers-per-pod", type=int, default=MAX_CONTAINERS_PER_POD, metavar="N",
+                       help="a pod with more containers is denied unverified (default: %(default)s)")
     return parser
 
 
@@ -84,11 +100,27 @@ def _settings(args: argparse.Namespace) -> tuple[RegistrySettings, VerifySetting
             raise UsageError(f"--insecure-registry {registry!r}: expected HOST:PORT")
     if args.deadline <= 0:
         raise UsageError("--deadline must be positive")
+    try:
+        cidrs = tuple(parse_cidr(cidr) for cidr in args.allow_registry_cidr)
+    except ValueError as exc:
+        raise UsageError(f"--allow-registry-cidr: {exc}") from None
+    delegates = [delegate.partition("=") for delegate in args.registry_delegate]
+    if any(not registry or not sep or not host or "/" in host for registry, sep, host in delegates):
+        raise UsageError("--registry-delegate expects REGISTRY=HOST[:PORT]")
+    for flag, value in (("--max-index-children", args.max_index_children),
+                        ("--max-signatures-per-source", args.max_signatures_per_source),
+                        ("--max-containers-per-pod", getattr(args, "max_containers_per_pod", None))):
+        if value is not None and value < 1:
+            raise UsageError(f"{flag} must be at least 1")
     registry = RegistrySettings(
         ca_file=args.registry_ca,
         docker_config=args.registry_auth,
         insecure_registries=frozenset(args.insecure_registry),
         timeout_seconds=min(8.0, args.deadline),
+        max_index_children=args.max_index_children,
+        max_signatures_per_source=args.max_signatures_per_source,
+        allowed_cidrs=cidrs,
+        delegates=frozenset((registry, host) for registry, _, host in delegates),
     )
     return registry, VerifySettings(no_match=args.no_match, deadline_seconds=args.deadline)
 
@@ -118,7 +150,7 @@ def _print_text(verdicts: Sequence[ImageVerdict], *, full: bool) -> None:
 
 async def _verify(images: Sequence[str], policies: PolicySet, registry_settings: RegistrySettings,
                   settings: VerifySettings) -> list[ImageVerdict]:
-    registry = RegistryClient(registry_settings)
+    registry = RegistryClient(registry_settings, scope=RegistryScope.of(policies))
     try:
         return await Pipeline(policies, registry, settings).verify_images(images)
     finally:
@@ -158,7 +190,8 @@ def run_serve(args: argparse.Namespace) -> int:
             log.warning("no --tls-cert given: serving a self-signed certificate written to %s", cert)
         else:
             cert, key = Path(args.tls_cert), Path(args.tls_key)
-        app = create_app(WebhookConfig(policies, registry_settings, settings))
+        app = create_app(WebhookConfig(policies, registry_settings, settings,
+                                       max_containers_per_pod=args.max_containers_per_pod))
         uvicorn.run(app, host=args.host, port=args.port, ssl_certfile=str(cert), ssl_keyfile=str(key),
                     ssl_ciphers=MODERN_CIPHERS, log_config=None, access_log=False,
                     timeout_graceful_shutdown=10)

@@ -41,6 +41,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 TOOLS_BIN = REPO_ROOT / ".tools" / "bin"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+# trustgate refuses loopback registries unless told otherwise; every test server binds 127.0.0.1.
+ALLOW_LOOPBACK = ("--allow-registry-cidr", "127.0.0.1/32")
 
 
 class MissingToolError(RuntimeError):
@@ -184,7 +186,7 @@ class Registry:
             token = ":".join(self.credentials).encode()
             auth.write_text(json.dumps({"auths": {self.host: {"auth": base64.b64encode(token).decode()}}}))
             flags += ["--registry-auth", str(auth)]
-        return flags
+        return [*flags, *ALLOW_LOOPBACK]
 
     def stop(self) -> None:
         stop(self.process)

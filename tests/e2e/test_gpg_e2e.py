@@ -194,7 +194,7 @@ def test_bearer_token_registry(tmp_path: Path, lookaside: infra.Lookaside, gpg: 
         assert tokens.issued > issued_for_push
 
         anonymous = trustgate("verify", "--config", str(config), "--registry-ca", str(tls.ca), "--output", "json",
-                              f"{secured.host}/gpg/token:v1")
+                              *infra.ALLOW_LOOPBACK, f"{secured.host}/gpg/token:v1")
         assert anonymous.returncode == 1
         assert "token service" in reasons(anonymous) and "refused access" in reasons(anonymous), reasons(anonymous)
     finally:
@@ -215,7 +215,7 @@ def test_private_ca_and_basic_auth_registry(tmp_path: Path, lookaside: infra.Loo
 
         # Without the credentials the registry refuses, and the image is denied with that reason.
         anonymous = trustgate("verify", "--config", str(config), "--registry-ca", str(tls.ca), "--output", "json",
-                              f"{secured.host}/gpg/secured:v1")
+                              *infra.ALLOW_LOOPBACK, f"{secured.host}/gpg/secured:v1")
         assert anonymous.returncode == 1
         assert "requires credentials and none are configured" in reasons(anonymous), reasons(anonymous)
 
@@ -281,7 +281,7 @@ def test_signatures_served_by_the_registry_extension_api(tmp_path: Path, sign: A
             "trustStore": "release", "signedIdentity": {
                 "type": "remapIdentity", "prefix": f"{front.host}/gpg", "signedPrefix": f"{registry.host}/gpg"}}}])
         config = write_config(tmp_path / "config", store, policy)
-        flags = ("--insecure-registry", front.host)
+        flags = ("--insecure-registry", front.host, *infra.ALLOW_LOOPBACK)
         admitted = trustgate("verify", "--config", str(config), *flags, f"{front.host}/gpg/extension:v1")
         assert admitted.returncode == 0, admitted.stdout + admitted.stderr
 

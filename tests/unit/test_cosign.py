@@ -19,7 +19,7 @@ from tests.helpers import key_store, resolved, resources, trust_policy
 from webhook.config import ConfigFileError
 from webhook.policy.compile import compile_policy_set
 from webhook.policy.models import CertificateIdentity
-from webhook.registry.client import Manifest
+from webhook.registry.client import Manifest, RegistrySettings
 from webhook.rekor import RekorError, canonical_payload, check_entry_matches, rekor_log_key, verify_bundle
 from webhook.sources.cosign_tag import SIMPLE_SIGNING_MEDIA_TYPE, CosignSignatureTag, signature_tag
 from webhook.verifiers.base import SignatureMaterial
@@ -247,6 +247,7 @@ class FakeRegistry:
                          "layers": layers}
         self.blobs = blobs
         self.asked: list[str] = []
+        self.settings = RegistrySettings()
 
     async def get_manifest(self, reference: Any, tag: str) -> Manifest | None:
         self.asked.append(f"{reference.repository}:{tag}")

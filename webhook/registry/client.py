@@ -10,15 +10,17 @@ import asyncio
 import hashlib
 import logging
 import ssl
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
+import httpcore
 import httpx
 
 from webhook import strictjson
 from webhook.references import ImageReference, validate_digest
 from webhook.registry.auth import Challenge, Credentials, load_docker_config, parse_challenges
+from webhook.registry.network import AddressPolicy, ForbiddenAddressError, GuardedBackend, IPNetwork, Resolver, resolve
 from webhook.verifiers.base import ResolvedImage
 
 log = logging.getLogger(__name__)
@@ -31,10 +33,17 @@ MANIFEST_MEDIA_TYPES = (OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_MANIFES
 INDEX_MEDIA_TYPES = (OCI_INDEX, DOCKER_MANIFEST_LIST)
 
 DOCKER_HUB_ENDPOINT = "registry-1.docker.io"
+# Hosts Docker Hub sends clients to: its token service and its blob storage.
+DOCKER_HUB_DELEGATES = frozenset({"auth.docker.io", "production.cloudflare.docker.com"})
+REDIRECT_STATUSES = (301, 302, 303, 307, 308)
 
 
 class RegistryError(Exception):
     """A registry, network or TLS fault, with a message a deployer can act on."""
+
+
+class OutOfScopeError(RegistryError):
+    """A registry that no TrustPolicy covers: never contacted."""
 
 
 @dataclass(frozen=True)
@@ -46,6 +55,16 @@ class RegistrySettings:
     max_manifest_bytes: int = 4 * 1024 * 1024
     max_blob_bytes: int = 4 * 1024 * 1024
     max_redirects: int = 3
+    # Entries an image index (or manifest list) may have; a larger one is refused, not read in part.
+    max_index_children: int = 64
+    # Signatures one source (lookaside, .sig tag, referrers, signature API) hands over per image; None keeps
+    # each source's own cap (16, and 32 for cosign's .sig tag).
+    max_signatures_per_source: int | None = None
+    # Addresses a registry may resolve to although they are loopback, link-local or cloud metadata.
+    allowed_cidrs: tuple[IPNetwork, ...] = ()
+    # (registry, host): `host` may serve `registry`'s blobs (redirects, sent without the registry's
+    # credentials) or tokens (its token realm). A registry's own hostname is always allowed.
+    delegates: frozenset[tuple[str, str]] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,22 +103,40 @@ def _describe(exc: httpx.HTTPError, registry: str) -> str:
         return f"registry {registry} did not answer in time"
     if isinstance(exc, httpx.ConnectError):
         return f"cannot connect to registry {registry}: {exc}"
-    if isinstance(exc, httpx.TooManyRedirects):
-        return f"registry {registry} redirected too many times"
+    if isinstance(exc, httpx.RemoteProtocolError):
+        return f"{registry} broke off its answer (truncated or malformed HTTP): {exc}"
     return f"request to registry {registry} failed: {exc.__class__.__name__}: {exc}"
 
 
+def _hostname(netloc: str) -> str:
+    return (urlsplit(f"//{netloc}").hostname or "").lower()
+
+
+def _transport(context: ssl.SSLContext, backend: GuardedBackend) -> httpx.AsyncHTTPTransport:
+    """httpx's transport over a connection pool whose every connection goes through `backend`."""
+    transport = httpx.AsyncHTTPTransport(verify=context, trust_env=False)
+    # httpx (pinned) offers no parameter for the network backend; its pool is rebuilt with the same defaults.
+    transport._pool = httpcore.AsyncConnectionPool(ssl_context=context, max_connections=100,
+                                                   max_keepalive_connections=20, keepalive_expiry=5.0,
+                                                   network_backend=backend)
+    return transport
+
+
 class RegistryClient:
-    def __init__(self, settings: RegistrySettings) -> None:
+    """`scope` says which registries may be contacted at all (None: any); see `webhook.registry.scope`."""
+
+    def __init__(self, settings: RegistrySettings, scope: Callable[[str], bool] | None = None,
+                 resolver: Resolver = resolve) -> None:
         self.settings = settings
+        self.scope = scope
         self._credentials: dict[str, Credentials] = (
             load_docker_config(settings.docker_config) if settings.docker_config else {}
         )
+        context = _ssl_context(settings.ca_file)
         self._http = httpx.AsyncClient(
-            verify=_ssl_context(settings.ca_file),
+            transport=_transport(context, GuardedBackend(AddressPolicy(settings.allowed_cidrs), resolver)),
             timeout=httpx.Timeout(settings.timeout_seconds, connect=min(5.0, settings.timeout_seconds)),
-            follow_redirects=True,
-            max_redirects=settings.max_redirects,
+            follow_redirects=False,  # followed by `_read`, which checks each target and drops credentials
             trust_env=False,
             headers={"User-Agent": "trustgate"},
         )
@@ -115,27 +152,68 @@ class RegistryClient:
 
     # --- transport ----------------------------------------------------------------------------------
 
+    def may_delegate(self, registry: str, netloc: str) -> bool:
+        """May `registry` send trustgate to `netloc` (its own hostname, or a configured delegate)?"""
+        host = _hostname(netloc)
+        if host == _hostname(registry) or (registry == "docker.io" and host in DOCKER_HUB_DELEGATES):
+            return True
+        return any(name == registry and delegate.lower() in (host, netloc.lower())
+                   for name, delegate in self.settings.delegates)
+
+    def _redirect(self, request: httpx.Request, response: httpx.Response, registry: str) -> httpx.Request:
+        """The request a redirect asks for, once its target is allowed; credentials only to the same origin."""
+        location = response.headers.get("Location", "")
+        target = httpx.URL(urljoin(str(request.url), location))
+        if not location or target.scheme not in ("http", "https") or not target.host:
+            raise RegistryError(f"{registry} sent a redirect without a usable Location ({location[:200]!r})")
+        netloc = target.netloc.decode("ascii", "replace")
+        if target.scheme == "http" and request.url.scheme == "https":
+            raise RegistryError(f"{registry} redirected from HTTPS to plain HTTP ({netloc}); refused")
+        same_origin = (target.scheme, target.host, target.port) == (request.url.scheme, request.url.host,
+                                                                      request.url.port)
+        if not same_origin and not self.may_delegate(registry, netloc):
+            raise RegistryError(f"{registry} redirected to {netloc}, which is not allowed to serve it "
+                                f"(allow it with --registry-delegate {registry}={netloc})")
+        headers = {key: value for key, value in request.headers.items()
+                   if same_origin or key.lower() not in ("authorization", "cookie")}
+        headers.pop("host", None)
+        return self._http.build_request("GET", target, headers=headers)
+
     async def _read(self, request: httpx.Request, registry: str, limit: int) -> tuple[httpx.Response, bytes]:
+        """Send a GET, following allowed redirects; the body is read up to `limit` bytes, whatever is declared."""
         try:
-            response = await self._http.send(request, stream=True)
-            try:
-                declared = response.headers.get("Content-Length")
-                if declared is not None and declared.isdigit() and int(declared) > limit:
-                    raise RegistryError(f"{registry} answered {declared} bytes for {request.url.path}, "
-                                        f"more than the {limit}-byte limit")
-                body = bytearray()
-                async for chunk in response.aiter_raw():
-                    body.extend(chunk)
-                    if len(body) > limit:
-                        raise RegistryError(
-                            f"{registry} sent more than the {limit}-byte limit for {request.url.path}")
-            finally:
-                await response.aclose()
+            for _ in range(self.settings.max_redirects + 1):
+                response = await self._http.send(request, stream=True)
+                try:
+                    if response.status_code in REDIRECT_STATUSES:
+                        request = self._redirect(request, response, registry)
+                        continue
+                    declared = response.headers.get("Content-Length")
+                    if declared is not None and declared.isdigit() and int(declared) > limit:
+                        raise RegistryError(f"{registry} answered {declared} bytes for {request.url.path}, "
+                                            f"more than the {limit}-byte limit")
+                    body = bytearray()
+                    async for chunk in response.aiter_raw():
+                        body.extend(chunk)
+                        if len(body) > limit:
+                            raise RegistryError(
+                                f"{registry} sent more than the {limit}-byte limit for {request.url.path}")
+                    return response, bytes(body)
+                finally:
+                    await response.aclose()
         except httpx.HTTPError as exc:
             raise RegistryError(_describe(exc, registry)) from None
-        return response, bytes(body)
+        except ForbiddenAddressError as exc:
+            raise RegistryError(str(exc)) from None
+        raise RegistryError(f"{registry} redirected more than {self.settings.max_redirects} times "
+                            f"(last to {request.url.host}); refused")
+
+    def _check_scope(self, registry: str) -> None:
+        if self.scope is not None and not self.scope(registry):
+            raise OutOfScopeError(f"no TrustPolicy covers registry {registry}; it is never contacted")
 
     async def _ping(self, registry: str) -> _RegistryState:
+        self._check_scope(registry)
         state = self._state.setdefault(registry, _RegistryState())
         async with state.ping_lock:
             if state.challenges is None:
@@ -176,6 +254,9 @@ class RegistryClient:
         if realm_url.scheme == "http" and registry not in self.settings.insecure_registries:
             raise RegistryError(f"{registry} named a plain-HTTP token realm {realm!r}; refusing to send "
                                 "credentials without TLS")
+        if not self.may_delegate(registry, realm_url.netloc):
+            raise RegistryError(f"{registry} named the token service {realm_url.netloc}, which is not allowed to "
+                                f"serve it (allow it with --registry-delegate {registry}={realm_url.netloc})")
         params = {"scope": scope}
         if "service" in challenge.params:
             params["service"] = challenge.params["service"]
@@ -246,7 +327,13 @@ class RegistryClient:
             digest = tag_or_digest
         else:
             digest = f"sha256:{hashlib.sha256(body).hexdigest()}"
-        return Manifest(body, digest, *_manifest_type(body, response.headers.get("Content-Type", ""), what))
+        media_type, document = _manifest_type(body, response.headers.get("Content-Type", ""), what)
+        children = document.get("manifests")
+        if media_type in INDEX_MEDIA_TYPES and isinstance(children, list) \
+                and len(children) > self.settings.max_index_children:
+            raise RegistryError(f"{what} lists {len(children)} manifests, more than the limit of "
+                                f"{self.settings.max_index_children}")
+        return Manifest(body, digest, media_type, document)
 
     async def resolve(self, reference: ImageReference) -> ResolvedImage:
         """Resolve a reference to its manifest: by digest when it has one, else by tag."""
@@ -282,8 +369,9 @@ class RegistryClient:
         return body
 
     async def fetch_url(self, url: str, limit: int) -> bytes | None:
-        """GET a URL outside any registry API (a lookaside), without credentials; None on 404."""
-        host = urlsplit(url).netloc
+        """GET a URL outside any registry API (a configured lookaside), without credentials; None on 404."""
+        parts = urlsplit(url)
+        host = f"{parts.hostname}:{parts.port}" if parts.port else parts.hostname or "(no host)"  # no userinfo
         request = self._http.build_request("GET", url)
         response, body = await self._read(request, host, limit)
         if response.status_code == 404:

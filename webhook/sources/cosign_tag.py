@@ -100,9 +100,10 @@ class CosignSignatureTag(SignatureSource):
         layers = manifest.document.get("layers")
         if manifest.media_type in INDEX_MEDIA_TYPES or not isinstance(layers, list):
             return Collected(where, problems=((where, f"is a {manifest.media_type}, not a signature manifest"),))
+        limit = registry.settings.max_signatures_per_source or self.limit
         materials: list[SignatureMaterial] = []
         problems: list[tuple[str, str]] = []
-        for index, descriptor in enumerate(layers[: self.limit]):
+        for index, descriptor in enumerate(layers[:limit]):
             label = f"{where} layer {index}"
             try:
                 layer = parse_layer(descriptor)
@@ -115,6 +116,6 @@ class CosignSignatureTag(SignatureSource):
                 materials.append(signature_material(label, layer, blob))
             except (LayerError, RegistryError) as exc:
                 problems.append((label, str(exc)))
-        if len(layers) > self.limit:
-            problems.append((where, f"holds {len(layers)} layers; only the first {self.limit} were examined"))
+        if len(layers) > limit:
+            problems.append((where, f"holds {len(layers)} layers; only the first {limit} were examined"))
         return Collected(where, tuple(materials), tuple(problems))

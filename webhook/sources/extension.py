@@ -67,5 +67,6 @@ class ExtensionSignatures(SignatureSource):
             return Collected("registry signature API", problems=(("registry signature API", str(exc)),))
         if body is None:
             return Collected(f"registry signature API of {reference.domain}")
-        materials, problems = parse_extension_response(body, self.limit)
+        limit = registry.settings.max_signatures_per_source or self.limit
+        materials, problems = parse_extension_response(body, limit)
         return Collected(f"registry signature API of {reference.domain}", tuple(materials), tuple(problems))

@@ -32,7 +32,8 @@ class LookasideSignatures(SignatureSource):
         directory = lookaside_url(self.base_url, image)
         materials: list[SignatureMaterial] = []
         problems: list[tuple[str, str]] = []
-        for index in range(1, self.limit + 1):
+        limit = registry.settings.max_signatures_per_source or self.limit
+        for index in range(1, limit + 1):
             name = f"signature-{index}"
             try:
                 data = await registry.fetch_url(f"{directory}/{name}", MAX_SIGNATURE_BYTES)
@@ -43,6 +44,6 @@ class LookasideSignatures(SignatureSource):
                 break
             materials.append(SignatureMaterial(f"lookaside {name}", data))
         else:
-            problems.append(("lookaside", f"holds more than {self.limit} signatures; only the first "
-                                          f"{self.limit} were examined"))
+            problems.append(("lookaside", f"holds more than {limit} signatures; only the first "
+                                          f"{limit} were examined"))
         return Collected(f"lookaside {directory}/", tuple(materials), tuple(problems))

@@ -89,7 +89,8 @@ class NotationReferrers(SignatureSource):
             return Collected(searched, problems=((searched, "is not an image index"),))
         materials: list[SignatureMaterial] = []
         problems: list[tuple[str, str]] = []
-        for descriptor in descriptors[:self.limit]:
+        limit = registry.settings.max_signatures_per_source or self.limit
+        for descriptor in descriptors[:limit]:
             label = f"{reference.repository}@{descriptor['digest']}"
             try:
                 manifest = await registry.get_manifest(reference, descriptor["digest"])
@@ -105,7 +106,7 @@ class NotationReferrers(SignatureSource):
                 problems.append((label, str(exc)))
                 continue
             materials.append(SignatureMaterial(label, data, layer["mediaType"]))
-        if len(descriptors) > self.limit:
-            problems.append((searched, f"lists {len(descriptors)} signatures; only the first {self.limit} "
+        if len(descriptors) > limit:
+            problems.append((searched, f"lists {len(descriptors)} signatures; only the first {limit} "
                                        "were examined"))
         return Collected(searched, tuple(materials), tuple(problems))

@@ -136,6 +136,10 @@ class CompiledAuthority(ABC):
     def verify_signature(self, image: ResolvedImage, material: SignatureMaterial) -> Result:
         """Verify one signature. A passing result names its distinct signer in `Result.signer`."""
 
+    def registries(self) -> Sequence[str]:
+        """Registries this authority reads signatures from besides each image's own (none by default)."""
+        return ()
+
     def close(self) -> None:  # noqa: B027 - optional hook, most authorities hold nothing to release
         """Release resources held by the trust material (temporary keyrings, worker state)."""
 

@@ -282,6 +282,9 @@ class CosignAuthorityVerifier(CompiledAuthority):
     def sources(self, image: ResolvedImage) -> Sequence[SignatureSource]:
         return [CosignSignatureTag(self.signatures_repository)]
 
+    def registries(self) -> Sequence[str]:
+        return (self.signatures_repository.domain,) if self.signatures_repository else ()
+
     def verify_signature(self, image: ResolvedImage, material: SignatureMaterial) -> Result:
         try:
             return self._verify(image, material)
