@@ -88,6 +88,8 @@ async def resolve(host: str, port: int) -> list[IPAddress]:
         answers = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
         raise httpcore.ConnectError(f"cannot resolve host {host}: {exc.strerror}") from None
+    except UnicodeError:  # a label the IDNA codec refuses (e.g. longer than 63): never sent to a resolver
+        raise httpcore.ConnectError(f"cannot resolve host {host}: not a valid DNS name") from None
     addresses: list[IPAddress] = []
     for _, _, _, _, sockaddr in answers:
         address = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])

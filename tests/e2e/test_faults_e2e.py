@@ -1,0 +1,149 @@
+"""Registry faults, end to end through `trustgate verify` and `serve`: each one denies the image with its reason.
+
+The registry is the hostile server of `hostile.py` on 127.0.0.1; the policy covers every image (`**`) so each
+fault is reached. Nothing here measures time: a stall or trickle is denied by the deadline, whichever of the
+HTTP timeout or the verification deadline fires first.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import signal
+import ssl
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.e2e import hostile, infra
+from tests.e2e.conftest import Run, admission_review, reasons, trustgate, write_config
+from tests.e2e.hostile import HostileRegistry
+from tests.helpers import trust_policy, trust_store
+
+DEADLINE = ("--deadline", "3")
+LOOPBACK = infra.ALLOW_LOOPBACK
+MANIFEST = hostile.image_manifest()
+
+
+@pytest.fixture
+def server() -> Iterator[HostileRegistry]:
+    registry = hostile.start()
+    yield registry
+    registry.stop()
+
+
+@pytest.fixture
+def storage() -> Iterator[HostileRegistry]:
+    """A second hostile server, reached as `localhost`: another host, for redirects and token realms."""
+    registry = hostile.start()
+    yield registry
+    registry.stop()
+
+
+@pytest.fixture
+def everything(tmp_path: Path, gpg: infra.GpgKeys, server: HostileRegistry) -> Path:
+    """A policy over every image (`**`), signatures looked up on the hostile server's lookaside path."""
+    store = trust_store("release", {"release-rsa": gpg.armored("release-rsa")})
+    policy = trust_policy("everything", ["**"], [
+        {"name": "release", "gpg": {"trustStore": "release", "lookaside": f"http://{server.host}/sigstore"}}])
+    return write_config(tmp_path / "config", store, policy)
+
+
+def verify(config: Path, *args: str) -> Run:
+    return trustgate("verify", "--config", str(config), "--output", "json", *DEADLINE, *args)
+
+
+def denied(run: Run) -> str:
+    assert run.returncode == 1, run.stdout + run.stderr
+    document = run.json()
+    assert document["allowed"] is False
+    assert all(not image["allowed"] for image in document["images"])
+    return reasons(run)
+
+
+# --- every fault a registry can answer with ------------------------------------------------------------------
+
+DIGEST_OF_OTHER_BYTES = hostile.sha256(b"the bytes the signer saw")
+FAULTS: dict[str, tuple[str, hostile.Behaviour, str]] = {
+    # name: (tag or digest asked for, behaviour of the manifest route, reason expected)
+    "401": ("v1", hostile.status(401), "refused the credentials for manifest"),
+    "403": ("v1", hostile.status(403), "denied access to manifest"),
+    "404": ("v1", hostile.status(404), "not found on"),
+    "429 with Retry-After": ("v1", hostile.status(429, {"Retry-After": "30"}),
+                             "rate-limiting requests (HTTP 429, retry after 30)"),
+    "500": ("v1", hostile.status(500), "(HTTP 500)"),
+    "stalled past the deadline": ("v1", hostile.stall, "in time|within 3s"),
+    "truncated body": ("v1", hostile.truncated(MANIFEST), "broke off its answer"),
+    "bytes not hashing to the digest": (DIGEST_OF_OTHER_BYTES, hostile.document(MANIFEST),
+                                        "do not hash to that digest"),
+    "redirect loop": ("v1", hostile.redirect("/v2/app/manifests/v1"), "redirected more than 3 times"),
+    "byte-by-byte trickle": ("v1", hostile.trickle(MANIFEST * 4), "within 3s"),
+    "declared size over the limit": ("v1", lambda handler: handler.send(200, b"{}", length=5 * 1024 * 1024),
+                                     "more than the 4194304-byte limit"),
+    "endless body": ("v1", hostile.endless, "more than the 4194304-byte limit"),
+    "JSON nested too deep": ("v1", hostile.document(b"[" * 5000 + b"]" * 5000), "not valid JSON"),
+    "index with too many children": ("v1", hostile.document(hostile.index_manifest(65), infra.OCI_INDEX),
+                                     "lists 65 manifests, more than the limit of 64"),
+    "schema 1 manifest": ("v1", hostile.document(b'{"schemaVersion": 1, "name": "app", "fsLayers": []}'),
+                          "only schema 2"),
+    "not JSON": ("v1", hostile.document(b"\xff\xfe<html>"), "not valid JSON"),
+}
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+def test_registry_fault_denies_with_its_reason(fault: str, server: HostileRegistry, everything: Path) -> None:
+    reference, behaviour, expected = FAULTS[fault]
+    server.manifest("app", reference, behaviour)
+    separator = "@" if ":" in reference else ":"
+    found = denied(verify(everything, *server.flags(), f"{server.host}/app{separator}{reference}"))
+    assert any(part in found for part in expected.split("|")), found
+
+
+def test_a_header_never_names_the_digest(server: HostileRegistry, everything: Path) -> None:
+    """A tag resolves to the hash of the bytes served, whatever Docker-Content-Digest claims."""
+    server.manifest("app", "v1", hostile.document(MANIFEST, headers={"Docker-Content-Digest": DIGEST_OF_OTHER_BYTES}))
+    run = verify(everything, *server.flags(), f"{server.host}/app:v1")
+    denied(run)
+    assert run.json()["images"][0]["digest"] == hostile.sha256(MANIFEST)
+
+
+def test_connection_refused(everything: Path) -> None:
+    host = f"127.0.0.1:{hostile.refused_port()}"
+    assert "cannot connect to registry" in denied(verify(everything, "--insecure-registry", host, *LOOPBACK,
+                                                         f"{host}/app:v1"))
+
+
+def test_dns_failure(everything: Path) -> None:
+    host = f"{'x' * 70}.example"  # a label no resolver accepts: refused before any DNS query is sent
+    assert f"cannot resolve host {host}" in denied(verify(everything, f"{host}/app:v1"))
+
+
+def test_tls_certificate_for_another_name(tmp_path: Path, everything: Path) -> None:
+    tls = infra.make_tls(tmp_path / "tls", hosts=("registry.example",))
+    wrong = hostile.start(tls=tls)
+    try:
+        found = denied(verify(everything, "--registry-ca", str(tls.ca), *LOOPBACK, f"{wrong.host}/app:v1"))
+        assert "TLS certificate of" in found and "not trusted" in found, found
+    finally:
+        wrong.stop()
+
+
+def test_tls_certificate_from_an_unknown_ca(tmp_path: Path, everything: Path) -> None:
+    secured = hostile.start(tls=infra.make_tls(tmp_path / "tls"))
+    try:
+        found = denied(verify(everything, *LOOPBACK, f"{secured.host}/app:v1"))
+        assert "TLS certificate of" in found and "not trusted" in found, found
+        assert secured.requests_to("/v2/app") == []
+    finally:
+        secured.stop()
+
+
+def test_tls_handshake_with_a_plain_http_server(server: HostileRegistry, everything: Path) -> None:
+    assert "TLS error talking to" in denied(verify(everything, *LOOPBACK, f"{server.host}/app:v1"))
+
