@@ -8,6 +8,7 @@ endless bodies, byte-by-byte trickles, lying headers, redirects and arbitrary do
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import socket
@@ -42,10 +43,8 @@ class HostileHandler(BaseHTTPRequestHandler):
         behaviour = self.registry.routes.get(self.path.split("?", 1)[0])
         if behaviour is None:
             behaviour = self.registry.ping if self.path == "/v2/" else status(404)
-        try:
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError, ssl.SSLError):  # the client gave up
             behaviour(self)
-        except (BrokenPipeError, ConnectionResetError, ssl.SSLError):
-            pass  # the client gave up, as it should
 
     def send(self, code: int, body: bytes = b"", headers: dict[str, str] | None = None,
              length: int | None = None) -> None:

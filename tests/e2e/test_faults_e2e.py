@@ -7,22 +7,13 @@ HTTP timeout or the verification deadline fires first.
 
 from __future__ import annotations
 
-import base64
-import json
-import signal
-import ssl
-import subprocess
-import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
 
 from tests.e2e import hostile, infra
-from tests.e2e.conftest import Run, admission_review, reasons, trustgate, write_config
+from tests.e2e.conftest import Run, reasons, trustgate, write_config
 from tests.e2e.hostile import HostileRegistry
 from tests.helpers import trust_policy, trust_store
 
