@@ -17,6 +17,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 from tests.e2e.infra import OCI_INDEX, OCI_MANIFEST, TlsFiles
@@ -79,6 +80,10 @@ class HostileRegistry:
         """`trustgate verify|serve` flags that reach this server (loopback explicitly allowed)."""
         reach = ["--registry-ca", str(self.tls.ca)] if self.tls else ["--insecure-registry", self.host]
         return [*reach, "--allow-registry-cidr", "127.0.0.1/32"]
+
+    def trustgate_flags(self, directory: Path) -> list[str]:
+        """Like `infra.Registry.trustgate_flags`, so the shared fixtures can start `serve` against this server."""
+        return self.flags()
 
     def manifest(self, repository: str, reference: str, behaviour: Behaviour) -> None:
         self.routes[f"/v2/{repository}/manifests/{reference}"] = behaviour
@@ -190,6 +195,15 @@ def endless(handler: HostileHandler) -> None:
     chunk = b"[" * 65536
     while not handler.registry.released.is_set():
         handler.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+
+
+def gate(arrived: threading.Event, proceed: threading.Event, then: Behaviour) -> Behaviour:
+    """Signal `arrived`, wait for `proceed`, then behave as `then`: holds a request in flight for a test."""
+    def behave(handler: HostileHandler) -> None:
+        arrived.set()
+        proceed.wait()
+        then(handler)
+    return behave
 
 
 def redirect(location: str, code: int = 302) -> Behaviour:

@@ -7,13 +7,20 @@ HTTP timeout or the verification deadline fires first.
 
 from __future__ import annotations
 
+import json
+import signal
+import ssl
+import subprocess
+import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.e2e import hostile, infra
-from tests.e2e.conftest import Run, reasons, trustgate, write_config
+from tests.e2e.conftest import Run, admission_review, reasons, running_webhook, trustgate, write_config
 from tests.e2e.hostile import HostileRegistry
 from tests.helpers import trust_policy, trust_store
 
@@ -24,14 +31,6 @@ MANIFEST = hostile.image_manifest()
 
 @pytest.fixture
 def server() -> Iterator[HostileRegistry]:
-    registry = hostile.start()
-    yield registry
-    registry.stop()
-
-
-@pytest.fixture
-def storage() -> Iterator[HostileRegistry]:
-    """A second hostile server, reached as `localhost`: another host, for redirects and token realms."""
     registry = hostile.start()
     yield registry
     registry.stop()
@@ -138,3 +137,87 @@ def test_tls_certificate_from_an_unknown_ca(tmp_path: Path, everything: Path) ->
 def test_tls_handshake_with_a_plain_http_server(server: HostileRegistry, everything: Path) -> None:
     assert "TLS error talking to" in denied(verify(everything, *LOOPBACK, f"{server.host}/app:v1"))
 
+
+
+# --- the webhook: a fault is a denial, a bad body is a 400, never a 500 -----------------------------------------
+
+
+def test_serve_denies_on_registry_faults_and_never_answers_500(tmp_path: Path, server: HostileRegistry,
+                                                               everything: Path) -> None:
+    server.manifest("app", "v1", hostile.status(500))
+    server.manifest("app", "stalled", hostile.stall)
+    server.manifest("app", "trickle", hostile.trickle(MANIFEST * 4))
+    with running_webhook(tmp_path, everything, server, *DEADLINE) as client:  # type: ignore[arg-type]
+        for tag, expected in (("v1", "(HTTP 500)"), ("stalled", "in time|within 3s"), ("trickle", "within 3s")):
+            answer = client.post("/validate", json=admission_review(f"uid-{tag}", f"{server.host}/app:{tag}"))
+            assert answer.status_code == 200, answer.text
+            response = answer.json()["response"]
+            assert response["allowed"] is False
+            assert any(part in response["status"]["message"] for part in expected.split("|")), response
+
+
+BAD_BODIES = {
+    "empty": b"",
+    "not JSON": b"not json",
+    "not an object": b"[]",
+    "no request": b'{"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview"}',
+    "not UTF-8": b'{"apiVersion": "\xff"}',
+    "duplicate keys": b'{"kind": "AdmissionReview", "kind": "AdmissionReview"}',
+    "NaN": b'{"apiVersion": NaN}',
+    "nesting bomb": b"[" * 100_000 + b"]" * 100_000,
+    "containers not a list": json.dumps(admission_review("u", "x")).replace('[{"name": "c0", "image": "x"}]',
+                                                                            '"x"').encode(),
+    "image not a string": json.dumps(admission_review("u", "x")).replace('"image": "x"', '"image": 7').encode(),
+    "over 3 MiB": b" " * (3 * 1024 * 1024 + 1) + b"{}",
+}
+
+
+def test_malformed_bodies_get_400_with_a_message(tmp_path: Path, server: HostileRegistry, everything: Path) -> None:
+    with running_webhook(tmp_path, everything, server) as client:  # type: ignore[arg-type]
+        for name, body in BAD_BODIES.items():
+            for path in ("/validate", "/mutate"):
+                answer = client.post(path, content=body, headers={"Content-Type": "application/json"})
+                assert answer.status_code == 400, (name, path, answer.status_code, answer.text)
+                assert answer.json()["message"], name
+
+
+def test_a_pod_with_too_many_containers_is_denied_unverified(tmp_path: Path, server: HostileRegistry,
+                                                            everything: Path) -> None:
+    images = [f"{server.host}/app:v{index}" for index in range(5)]
+    with running_webhook(tmp_path, everything, server, "--max-containers-per-pod", "4") as client:  # type: ignore[arg-type]
+        response = client.post("/validate", json=admission_review("uid", *images)).json()["response"]
+    assert response["allowed"] is False
+    assert "5 container images to verify, more than the limit of 4" in response["status"]["message"]
+    assert server.requests_to("/v2/app") == []
+
+
+def test_shutdown_drains_a_review_in_flight(tmp_path: Path, server: HostileRegistry, everything: Path) -> None:
+    """SIGTERM while a review waits on the registry: the review is still answered, then the server exits."""
+    arrived, proceed = threading.Event(), threading.Event()
+    server.manifest("app", "v1", hostile.gate(arrived, proceed, hostile.status(404)))
+    tls = infra.make_tls(tmp_path / "webhook-tls")
+    port = infra.free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "webhook", "serve", "--config", str(everything), *server.flags(), "--port", str(port),
+         "--tls-cert", str(tls.cert), "--tls-key", str(tls.key)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    answers: list[httpx.Response] = []
+    try:
+        infra.wait_until_listening(port, process)
+        with httpx.Client(base_url=f"https://127.0.0.1:{port}", verify=ssl.create_default_context(cafile=tls.ca),
+                          timeout=60) as client:
+            review = threading.Thread(target=lambda: answers.append(
+                client.post("/validate", json=admission_review("in-flight", f"{server.host}/app:v1"))))
+            review.start()
+            assert arrived.wait(60)
+            process.send_signal(signal.SIGTERM)
+            proceed.set()
+            review.join(60)
+        # uvicorn re-raises the SIGTERM it caught once it has drained, the exit status Kubernetes expects.
+        assert process.wait(30) == -signal.SIGTERM
+    finally:
+        proceed.set()
+        infra.stop(process)
+    assert len(answers) == 1 and answers[0].status_code == 200
+    response = answers[0].json()["response"]
+    assert response["uid"] == "in-flight" and response["allowed"] is False
+    assert "not found" in response["status"]["message"]
