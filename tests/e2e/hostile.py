@@ -43,7 +43,7 @@ class HostileHandler(BaseHTTPRequestHandler):
         self.registry.seen.append(Seen("GET", self.path, {key.lower(): value for key, value in self.headers.items()}))
         behaviour = self.registry.routes.get(self.path.split("?", 1)[0])
         if behaviour is None:
-            behaviour = self.registry.ping if self.path == "/v2/" else status(404)
+            behaviour = self.registry.ping if self.path == "/v2/" else self.registry.fallback
         with contextlib.suppress(BrokenPipeError, ConnectionResetError, ssl.SSLError):  # the client gave up
             behaviour(self)
 
@@ -66,6 +66,8 @@ class HostileRegistry:
     seen: list[Seen] = field(default_factory=list)
     released: threading.Event = field(default_factory=threading.Event)
     ping: Behaviour = field(default=lambda handler: handler.send(200, b"{}", {"Content-Type": "application/json"}))
+    # What every other path answers.
+    fallback: Behaviour = field(default=lambda handler: status(404)(handler))
 
     @property
     def port(self) -> int:
