@@ -11,7 +11,6 @@ understands, and the verification-plugin attributes are refused because trustgat
 from __future__ import annotations
 
 import base64
-import binascii
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -197,7 +196,7 @@ def _b64std(value: Any, what: str) -> bytes:
         raise EnvelopeError(f"{what} is not a base64 string")
     try:
         return base64.b64decode(value, validate=True)
-    except binascii.Error:
+    except ValueError:  # binascii.Error, or non-ASCII text
         raise EnvelopeError(f"{what} is not base64") from None
 
 
