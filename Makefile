@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test unit e2e lint crds deps venv clean
+.PHONY: run test unit e2e lint crds deps venv clean reliability fuzz soak
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import ensurepip' 2>/dev/null || (apt-get update -qq && apt-get install -y -qq python3-venv)
@@ -31,8 +31,18 @@ e2e: deps $(STAMP)
 	$(BIN)/pytest tests/e2e
 
 lint: $(STAMP)
-	$(BIN)/ruff check webhook controller tests
+	$(BIN)/ruff check webhook controller tests scripts
 	$(BIN)/mypy
+
+# Campaigns that regenerate docs/reliability.md: e2e faults and attack corpus, long fuzzing, soak under faults.
+reliability: deps $(STAMP)
+	$(BIN)/python scripts/reliability.py faults
+
+fuzz: $(STAMP)
+	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-5000} $(BIN)/python scripts/reliability.py fuzz
+
+soak: deps $(STAMP)
+	SOAK_SECONDS=$${SOAK_SECONDS:-600} $(BIN)/python scripts/reliability.py soak
 
 crds: $(STAMP)
 	$(BIN)/python -m controller.crds crds

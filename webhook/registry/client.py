@@ -329,10 +329,12 @@ class RegistryClient:
             digest = f"sha256:{hashlib.sha256(body).hexdigest()}"
         media_type, document = _manifest_type(body, response.headers.get("Content-Type", ""), what)
         children = document.get("manifests")
-        if media_type in INDEX_MEDIA_TYPES and isinstance(children, list) \
-                and len(children) > self.settings.max_index_children:
-            raise RegistryError(f"{what} lists {len(children)} manifests, more than the limit of "
-                                f"{self.settings.max_index_children}")
+        if media_type in INDEX_MEDIA_TYPES:
+            if not isinstance(children, list):
+                raise RegistryError(f"{what} is an index without a \"manifests\" list")
+            if len(children) > self.settings.max_index_children:
+                raise RegistryError(f"{what} lists {len(children)} manifests, more than the limit of "
+                                    f"{self.settings.max_index_children}")
         return Manifest(body, digest, media_type, document)
 
     async def resolve(self, reference: ImageReference) -> ResolvedImage:
