@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -147,7 +148,7 @@ def test_serve_denies_on_registry_faults_and_never_answers_500(tmp_path: Path, s
     server.manifest("app", "v1", hostile.status(500))
     server.manifest("app", "stalled", hostile.stall)
     server.manifest("app", "trickle", hostile.trickle(MANIFEST * 4))
-    with running_webhook(tmp_path, everything, server, *DEADLINE) as client:  # type: ignore[arg-type]
+    with running_webhook(tmp_path, everything, server, *DEADLINE) as client:
         for tag, expected in (("v1", "(HTTP 500)"), ("stalled", "in time|within 3s"), ("trickle", "within 3s")):
             answer = client.post("/validate", json=admission_review(f"uid-{tag}", f"{server.host}/app:{tag}"))
             assert answer.status_code == 200, answer.text
@@ -173,7 +174,7 @@ BAD_BODIES = {
 
 
 def test_malformed_bodies_get_400_with_a_message(tmp_path: Path, server: HostileRegistry, everything: Path) -> None:
-    with running_webhook(tmp_path, everything, server) as client:  # type: ignore[arg-type]
+    with running_webhook(tmp_path, everything, server) as client:
         for name, body in BAD_BODIES.items():
             for path in ("/validate", "/mutate"):
                 answer = client.post(path, content=body, headers={"Content-Type": "application/json"})
@@ -184,7 +185,7 @@ def test_malformed_bodies_get_400_with_a_message(tmp_path: Path, server: Hostile
 def test_a_pod_with_too_many_containers_is_denied_unverified(tmp_path: Path, server: HostileRegistry,
                                                             everything: Path) -> None:
     images = [f"{server.host}/app:v{index}" for index in range(5)]
-    with running_webhook(tmp_path, everything, server, "--max-containers-per-pod", "4") as client:  # type: ignore[arg-type]
+    with running_webhook(tmp_path, everything, server, "--max-containers-per-pod", "4") as client:
         response = client.post("/validate", json=admission_review("uid", *images)).json()["response"]
     assert response["allowed"] is False
     assert "5 container images to verify, more than the limit of 4" in response["status"]["message"]
@@ -221,3 +222,30 @@ def test_shutdown_drains_a_review_in_flight(tmp_path: Path, server: HostileRegis
     response = answers[0].json()["response"]
     assert response["uid"] == "in-flight" and response["allowed"] is False
     assert "not found" in response["status"]["message"]
+
+
+
+def test_webhook_tls_offers_only_aead_suites_from_tls_1_2(tmp_path: Path, server: HostileRegistry,
+                                                          everything: Path) -> None:
+    with running_webhook(tmp_path, everything, server) as client:
+        port = client.base_url.port
+        assert port is not None
+
+        def handshake(ciphers: str, version: ssl.TLSVersion) -> str:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            context.check_hostname, context.verify_mode = False, ssl.CERT_NONE  # only the negotiation matters here
+            context.minimum_version = context.maximum_version = version
+            context.set_ciphers(ciphers)
+            try:
+                with socket.create_connection(("127.0.0.1", port)) as raw, \
+                        context.wrap_socket(raw) as tls:
+                    return str(tls.version())
+            except ssl.SSLError as exc:
+                return f"refused: {exc.reason}"
+
+        assert handshake("ECDHE-ECDSA-AES128-GCM-SHA256", ssl.TLSVersion.TLSv1_2) == "TLSv1.2"
+        assert handshake("ECDHE-ECDSA-CHACHA20-POLY1305", ssl.TLSVersion.TLSv1_2) == "TLSv1.2"
+        assert handshake("DEFAULT", ssl.TLSVersion.TLSv1_3) == "TLSv1.3"
+        cbc = handshake("ECDHE-ECDSA-AES128-SHA256:ECDHE-ECDSA-AES256-SHA:ECDHE-ECDSA-AES128-SHA",
+                        ssl.TLSVersion.TLSv1_2)
+        assert cbc.startswith("refused"), cbc
