@@ -95,7 +95,12 @@ def run_faults() -> bool:
     corpus_tests = sorted({test for tests in CORPUS.values() for test in tests})
     outcomes = pytest_outcomes(*FAULT_MODULES, "tests/e2e/test_corpus_e2e.py", *corpus_tests)
     faults = {test: passed for test, passed in outcomes.items() if test.startswith(FAULT_MODULES)}
-    corpus = {attack: all(outcomes.get(test, False) for test in tests) for attack, tests in CORPUS.items()}
+    def passed(test: str) -> bool:
+        """A test id without parameters stands for all of its parametrized cases."""
+        cases = [ok for node, ok in outcomes.items() if node == test or node.startswith(f"{test}[")]
+        return bool(cases) and all(cases)
+
+    corpus = {attack: all(passed(test) for test in tests) for attack, tests in CORPUS.items()}
     save_figures("faults", {"survived": sum(faults.values()), "cases": len(faults), "tests": faults})
     save_figures("corpus", {"denied": sum(corpus.values()), "attacks": len(corpus), "results": corpus})
     return all(faults.values()) and all(corpus.values())
@@ -162,7 +167,7 @@ def render() -> None:
               "| case | result |", "| --- | --- |"]
     for test, passed in sorted(faults.get("tests", {}).items()):
         lines.append(f"| `{test.split('::', 1)[1]}` ({Path(test.split('::')[0]).stem}) | "
-                     f"{'denied with its reason' if passed else 'FAILED'} |")
+                     f"{'pass' if passed else 'FAILED'} |")
     lines += ["", "## Bounded work", "",
               "| limit | default | flag |", "| --- | --- | --- |",
               "| manifest and blob size | 4 MiB | - |",

@@ -116,6 +116,7 @@ def test_redirect_to_a_delegate_is_followed_without_credentials(tmp_path: Path, 
     assert run.json()["images"][0]["digest"] == hostile.sha256(MANIFEST), run.stdout + run.stderr
     assert registry.requests_to("/v2/app")[-1].headers.get("authorization") == BASIC
     assert [seen.headers.get("authorization") for seen in storage.seen] == [None]
+    assert storage.seen[0].headers["host"] == storage_name(storage)
     assert PASSWORD not in run.stdout + run.stderr and BASIC.split()[1] not in run.stdout + run.stderr
 
 

@@ -174,9 +174,8 @@ class RegistryClient:
         if not same_origin and not self.may_delegate(registry, netloc):
             raise RegistryError(f"{registry} redirected to {netloc}, which is not allowed to serve it "
                                 f"(allow it with --registry-delegate {registry}={netloc})")
-        headers = {key: value for key, value in request.headers.items()
-                   if same_origin or key.lower() not in ("authorization", "cookie")}
-        headers.pop("host", None)
+        dropped = {"host"} if same_origin else {"host", "authorization", "cookie"}
+        headers = {key: value for key, value in request.headers.items() if key.lower() not in dropped}
         return self._http.build_request("GET", target, headers=headers)
 
     async def _read(self, request: httpx.Request, registry: str, limit: int) -> tuple[httpx.Response, bytes]:
