@@ -42,6 +42,11 @@ def _registry_flags(parser: argparse.ArgumentParser) -> None:
                         help="verdict for an image no TrustPolicy matches (default: deny)")
     parser.add_argument("--deadline", type=float, default=9.0, metavar="SECONDS",
                         help="per-image verification deadline; past it the image is denied (default: 9)")
+    parser.add_argument("--tag-cache-seconds", type=float, default=10.0, metavar="SECONDS",
+                        help="how long a tag keeps resolving to the digest it last had; 0 asks the registry "
+                             "every time (default: 10)")
+    parser.add_argument("--verdict-cache-seconds", type=float, default=600.0, metavar="SECONDS",
+                        help="how long a passing verdict is reused within one policy generation (default: 600)")
     parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
 
 
@@ -84,13 +89,17 @@ def _settings(args: argparse.Namespace) -> tuple[RegistrySettings, VerifySetting
             raise UsageError(f"--insecure-registry {registry!r}: expected HOST:PORT")
     if args.deadline <= 0:
         raise UsageError("--deadline must be positive")
+    if args.tag_cache_seconds < 0 or args.verdict_cache_seconds < 0:
+        raise UsageError("cache lifetimes must not be negative")
     registry = RegistrySettings(
         ca_file=args.registry_ca,
         docker_config=args.registry_auth,
         insecure_registries=frozenset(args.insecure_registry),
         timeout_seconds=min(8.0, args.deadline),
     )
-    return registry, VerifySettings(no_match=args.no_match, deadline_seconds=args.deadline)
+    return registry, VerifySettings(no_match=args.no_match, deadline_seconds=args.deadline,
+                                    tag_cache_seconds=args.tag_cache_seconds,
+                                    verdict_cache_seconds=args.verdict_cache_seconds)
 
 
 def _load_policies(directory: Path) -> PolicySet:
