@@ -19,6 +19,9 @@ MAX_REVIEW_DEPTH = 100
 MAX_WARNING_CHARS = 255
 MAX_WARNINGS_TOTAL_CHARS = 4096
 POD_CONTAINER_FIELDS = ("initContainers", "containers", "ephemeralContainers")
+# Audit annotation recording which policy generation decided a review (the API server prefixes the
+# webhook's name).
+AUDIT_POLICY_GENERATION = "policy-generation"
 
 
 class BadReviewError(ValueError):
@@ -123,8 +126,10 @@ def fit_warnings(warnings: Sequence[str]) -> list[str]:
 
 
 def review_response(uid: str, allowed: bool, message: str | None = None,
-                    warnings: Sequence[str] = ()) -> dict[str, Any]:
+                    warnings: Sequence[str] = (), audit_annotations: Mapping[str, str] | None = None) -> dict[str, Any]:
     response: dict[str, Any] = {"uid": uid, "allowed": allowed}
+    if audit_annotations:
+        response["auditAnnotations"] = dict(audit_annotations)
     if not allowed:
         response["status"] = {"code": 403, "reason": "Forbidden", "message": message or "denied"}
     elif message:

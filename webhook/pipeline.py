@@ -140,6 +140,8 @@ class Pipeline:
                              warnings=tuple(warnings))
 
     async def _check_policy(self, policy: CompiledPolicy, image: ResolvedImage) -> Result:
+        if policy.unavailable is not None:
+            return Result.fail(f"policy {policy.name}", "policy.unavailable", policy.unavailable)
         results = await asyncio.gather(*(self._check_authority(authority, image)
                                          for authority in policy.authorities))
         return at_least(f"policy {policy.name}", policy.threshold, results, what="authorities")

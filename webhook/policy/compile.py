@@ -13,6 +13,7 @@ from typing import Literal
 
 from webhook.config import LoadedResources
 from webhook.policy.matching import ImageGlob
+from webhook.policy.models import TrustPolicy
 from webhook.trust import CompiledTrustStore, compile_trust_store
 from webhook.verifiers.base import CompiledAuthority, ConfigError, VerifierPlugin, discover_verifiers
 
@@ -28,6 +29,9 @@ class CompiledPolicy:
     mode: Mode
     threshold: int
     authorities: tuple[CompiledAuthority, ...]
+    # Set for a TrustPolicy that exists but cannot be enforced (e.g. its TrustStore is not Ready): it still
+    # matches its images and fails them with this reason, so a broken dependency never turns into no-match.
+    unavailable: str | None = None
 
     def matches(self, repository: str) -> bool:
         return any(glob.matches(repository) for glob in self.globs)
@@ -49,8 +53,13 @@ class PolicySet:
 
 
 def compile_policy_set(resources: LoadedResources,
-                       verifiers: Mapping[str, VerifierPlugin] | None = None) -> PolicySet:
-    """Compile everything or nothing: on any fault, the trust material compiled so far is released."""
+                       verifiers: Mapping[str, VerifierPlugin] | None = None,
+                       generation: int | None = None) -> PolicySet:
+    """Compile everything or nothing: on any fault, the trust material compiled so far is released.
+
+    `generation` is the policy bundle's generation when the resources come from one; otherwise a number
+    counting the compilations of this process.
+    """
     verifiers = dict(verifiers) if verifiers is not None else discover_verifiers()
     stores: dict[str, CompiledTrustStore] = {}
     for origin, store in resources.stores:
@@ -59,29 +68,37 @@ def compile_policy_set(resources: LoadedResources,
         except ConfigError as exc:
             raise origin.error(exc.path, exc.message) from None
 
-    authorities: list[CompiledAuthority] = []
     policies: list[CompiledPolicy] = []
     try:
         for origin, policy in resources.policies:
-            first = len(authorities)
-            for index, authority in enumerate(policy.spec.authorities):
-                try:
-                    authorities.append(_compile_authority(
-                        authority.name, authority.verifier_entries(), stores, verifiers,
-                        f"spec.authorities[{index}]"))
-                except ConfigError as exc:
-                    raise origin.error(exc.path, exc.message) from None
-            policies.append(CompiledPolicy(
-                name=policy.metadata.name,
-                globs=tuple(ImageGlob.compile(pattern) for pattern in policy.spec.images),
-                mode=policy.spec.mode,
-                threshold=policy.spec.threshold or len(policy.spec.authorities),
-                authorities=tuple(authorities[first:]),
-            ))
+            try:
+                policies.append(compile_policy(policy, stores, verifiers))
+            except ConfigError as exc:
+                raise origin.error(exc.path, exc.message) from None
+    except BaseException:
+        _close(authority for policy in policies for authority in policy.authorities)
+        raise
+    return PolicySet(generation if generation is not None else next(_generations), tuple(policies), stores)
+
+
+def compile_policy(policy: TrustPolicy, stores: Mapping[str, CompiledTrustStore],
+                   verifiers: Mapping[str, VerifierPlugin]) -> CompiledPolicy:
+    """Compile one TrustPolicy against compiled TrustStores; raise ConfigError at the first fault."""
+    authorities: list[CompiledAuthority] = []
+    try:
+        for index, authority in enumerate(policy.spec.authorities):
+            authorities.append(_compile_authority(authority.name, authority.verifier_entries(), stores, verifiers,
+                                                  f"spec.authorities[{index}]"))
     except BaseException:
         _close(authorities)
         raise
-    return PolicySet(next(_generations), tuple(policies), stores)
+    return CompiledPolicy(
+        name=policy.metadata.name,
+        globs=tuple(ImageGlob.compile(pattern) for pattern in policy.spec.images),
+        mode=policy.spec.mode,
+        threshold=policy.spec.threshold or len(policy.spec.authorities),
+        authorities=tuple(authorities),
+    )
 
 
 def _compile_authority(name: str, entries: Mapping[str, object], stores: Mapping[str, CompiledTrustStore],
