@@ -36,9 +36,9 @@ def parse_extension_response(body: bytes, limit: int) -> tuple[list[SignatureMat
     problems: list[tuple[str, str]] = []
     for index, entry in enumerate(entries[:limit], start=1):
         label = f"registry signature-{index}"
-        if not isinstance(entry, dict) or entry.get("version") != SIGNATURE_SCHEMA_VERSION \
+        if not isinstance(entry, dict) or entry.get("schemaVersion") != SIGNATURE_SCHEMA_VERSION \
                 or entry.get("type") != ATOMIC_TYPE or not isinstance(entry.get("content"), str):
-            problems.append((label, "not a version 2 atomic signature entry"))
+            problems.append((label, "not a schemaVersion 2 atomic signature entry"))
             continue
         try:
             materials.append(SignatureMaterial(label, base64.b64decode(entry["content"], validate=True)))

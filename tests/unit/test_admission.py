@@ -1,0 +1,141 @@
+"""AdmissionReview parsing (upstream request vectors) and the webhook's answers that need no registry."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from webhook.admission import (
+    MAX_WARNING_CHARS,
+    MAX_WARNINGS_TOTAL_CHARS,
+    BadReviewError,
+    fit_message,
+    fit_warnings,
+    object_images,
+    parse_review,
+)
+from webhook.app import MAX_BODY_BYTES, WebhookConfig, create_app
+from webhook.config import load_resources
+from webhook.pipeline import VerifySettings
+from webhook.policy.compile import compile_policy_set
+from webhook.registry.client import RegistrySettings
+
+REPO = Path(__file__).resolve().parents[2]
+VECTORS = REPO / "tests" / "conformance" / "kubernetes" / "admission-requests"
+CHECKS = json.loads((VECTORS / "case.json").read_text())["checks"]
+
+
+@pytest.mark.parametrize("check", [check for check in CHECKS if check["kind"] == "Pod"], ids=lambda c: c["name"])
+def test_pod_vectors_yield_every_image(check: dict[str, Any]) -> None:
+    request = parse_review((VECTORS / "admission-reviews" / check["name"]).read_bytes())
+    assert (request.uid, request.kind, request.operation) == (check["uid"], "Pod", check["operation"])
+    images = object_images(request)
+    assert images is not None
+    assert sorted(image.image for image in images) == sorted(check["images"])
+    assert {image.field_path.rsplit("[", 1)[0] for image in images} == {
+        path.strip() for path in check["image_paths"].split(",")}
+
+
+def review(obj: Any, kind: str = "Pod", **request: Any) -> bytes:
+    return json.dumps({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+        "uid": "u-1", "kind": {"group": "", "version": "v1", "kind": kind}, "operation": "CREATE",
+        "object": obj, **request}}).encode()
+
+
+def pod(*containers: Any, field: str = "containers") -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {field: list(containers)}}
+
+
+def test_all_three_container_lists_are_read() -> None:
+    obj = pod({"name": "a", "image": "app:1"})
+    obj["spec"]["initContainers"] = [{"name": "i", "image": "init:1"}]
+    obj["spec"]["ephemeralContainers"] = [{"name": "e", "image": "debug:1"}]
+    images = object_images(parse_review(review(obj)))
+    assert images is not None
+    assert [(image.field_path, image.image) for image in images] == [
+        ("spec.initContainers[0].image", "init:1"), ("spec.containers[0].image", "app:1"),
+        ("spec.ephemeralContainers[0].image", "debug:1")]
+
+
+@pytest.mark.parametrize(("body", "expected"), [
+    (b"{", "not valid JSON"),
+    (b"[]", "not a JSON object"),
+    (b'{"apiVersion": "admission.k8s.io/v1beta1", "kind": "AdmissionReview"}', "expected apiVersion"),
+    (b'{"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview"}', "no request object"),
+    (b'{"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {}}', "uid is missing"),
+    (b'{"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "kind": "x"}', "duplicate"),
+])
+def test_malformed_reviews_are_refused(body: bytes, expected: str) -> None:
+    with pytest.raises(BadReviewError, match=expected):
+        parse_review(body)
+
+
+@pytest.mark.parametrize(("obj", "expected"), [
+    ({"spec": "x"}, "spec is not an object"),
+    ({"spec": {"containers": {}}}, "spec.containers is not a list"),
+    ({"spec": {"containers": ["x"]}}, r"spec.containers\[0\] is not an object"),
+    ({"spec": {"containers": [{"image": 3}]}}, r"spec.containers\[0\].image is not a string"),
+])
+def test_malformed_pods_are_refused(obj: Any, expected: str) -> None:
+    with pytest.raises(BadReviewError, match=expected):
+        object_images(parse_review(review(obj)))
+
+
+def test_messages_and_warnings_fit_the_api_server_limits() -> None:
+    assert len(fit_message(["x" * 3000, "y" * 3000])) <= 4000
+    warnings = fit_warnings(["w" * 1000] * 40)
+    assert all(len(warning) <= MAX_WARNING_CHARS for warning in warnings)
+    assert sum(len(warning) for warning in warnings) <= MAX_WARNINGS_TOTAL_CHARS
+
+
+@pytest.fixture
+def client() -> Iterator[TestClient]:
+    policies = compile_policy_set(load_resources(REPO / "examples" / "config"))
+    app = create_app(WebhookConfig(policies, RegistrySettings(), VerifySettings()))
+    with TestClient(app) as test_client:
+        yield test_client
+    policies.close()
+
+
+def test_health_and_readiness(client: TestClient) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["status"] == "ready"
+
+
+def test_image_matching_no_policy_is_denied_by_default(client: TestClient) -> None:
+    answer = client.post("/validate", content=review(pod({"name": "a", "image": "nginx:1.27"}))).json()
+    assert answer["response"]["uid"] == "u-1"
+    assert answer["response"]["allowed"] is False
+    message = answer["response"]["status"]["message"]
+    assert "docker.io/library/nginx" in message or "nginx:1.27" in message
+    assert "spec.containers[0].image" in message
+
+
+def test_kind_without_a_rule_is_denied(client: TestClient) -> None:
+    answer = client.post("/validate", content=review({"spec": {}}, kind="Service")).json()
+    assert answer["response"]["allowed"] is False
+    assert "no rule for kind 'Service'" in answer["response"]["status"]["message"]
+
+
+def test_delete_is_admitted_without_verification(client: TestClient) -> None:
+    answer = client.post("/validate", content=review(None, operation="DELETE")).json()
+    assert answer["response"] == {"uid": "u-1", "allowed": True}
+
+
+@pytest.mark.parametrize("body", [b"not json", b'{"apiVersion": "v1"}', review({"spec": []})])
+def test_malformed_bodies_get_400_with_a_message(client: TestClient, body: bytes) -> None:
+    answer = client.post("/validate", content=body)
+    assert answer.status_code == 400
+    assert answer.json()["error"] == "bad AdmissionReview" and answer.json()["message"]
+
+
+def test_oversized_body_is_refused(client: TestClient) -> None:
+    answer = client.post("/validate", content=b" " * (MAX_BODY_BYTES + 1))
+    assert answer.status_code == 400
+    assert "larger than" in answer.json()["message"]
