@@ -55,6 +55,12 @@ def _runtime(memo: Any) -> Runtime:
     return runtime
 
 
+@kopf.on.login(registry=registry)
+def login(**kwargs: Any) -> Any:
+    """The same credentials as the controller's own API client: in-cluster, or KUBECONFIG."""
+    return kopf.login_via_client(**kwargs)
+
+
 @kopf.on.startup(registry=registry)
 async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     settings.peering.standalone = True  # the Lease decides who acts

@@ -157,10 +157,12 @@ class Controller:
         )
         digest = content.digest
         previous = self.cluster.read_secret(BUNDLE_SECRET)
-        if previous is not None and previous.annotations.get(ANNOTATION_DIGEST) == digest:
-            return
         last = previous.annotations.get(ANNOTATION_GENERATION, "0") if previous is not None else "0"
-        generation = (int(last) if last.isdigit() else 0) + 1
+        last_generation = int(last) if last.isdigit() else 0
+        # Compare the stored bytes, not only the annotation: a bundle edited by hand is put right.
+        if previous is not None and previous.data.get(BUNDLE_KEY) == content.encode(last_generation):
+            return
+        generation = last_generation + 1
         self.cluster.write_secret(BUNDLE_SECRET, {BUNDLE_KEY: content.encode(generation)},
                                   {ANNOTATION_GENERATION: str(generation), ANNOTATION_DIGEST: digest}, previous)
         log.info("published policy bundle generation %d: %d TrustStores, %d TrustPolicies, %d unavailable",
