@@ -47,6 +47,21 @@ def _validating_configuration(port: int) -> dict[str, Any]:
     }
 
 
+def _mutating_configuration(port: int) -> dict[str, Any]:
+    """Registered only to show its caBundle is managed too; it matches nothing these tests create."""
+    return {
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+        "metadata": {"name": "trustgate"},
+        "webhooks": [{
+            "name": "mutate.trustgate.dev",
+            "clientConfig": {"url": f"https://127.0.0.1:{port}/mutate"},
+            "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"],
+                       "resources": ["limitranges"]}],
+            "failurePolicy": "Fail", "sideEffects": "None", "admissionReviewVersions": ["v1"],
+        }],
+    }
+
+
 def _store(gpg: infra.GpgKeys, *, with_rsa: bool = True) -> dict[str, Any]:
     keys: list[dict[str, Any]] = [{"name": "ed", "gpg": gpg.armored("release-ed")}]
     if with_rsa:
@@ -140,12 +155,12 @@ def test_signed_pod_is_admitted_unsigned_refused_and_revocation_takes_effect(
     webhook_process = start_trustgate("trustgate-webhook", "serve", "--namespace", NAMESPACE, "--host",
                                       "127.0.0.1", "--port", str(port), "--insecure-registry", registry.host)
     infra.wait_until_listening(port, webhook_process.process, timeout=60)
-    cluster.apply(_validating_configuration(port))
+    cluster.apply(_validating_configuration(port), _mutating_configuration(port))
     webhook = Webhook(cluster, port)
     ca = webhook.ca(tmp_path)
-    wait_for("caBundle from the controller", lambda: base64.b64decode(cluster.get(
-        "validatingwebhookconfiguration", "trustgate")["webhooks"][0]["clientConfig"].get("caBundle", ""))
-        == ca.read_bytes())
+    for kind in ("validatingwebhookconfiguration", "mutatingwebhookconfiguration"):
+        wait_for(f"caBundle of the {kind} from the controller", lambda kind=kind: base64.b64decode(cluster.get(
+            kind, "trustgate")["webhooks"][0]["clientConfig"].get("caBundle", "")) == ca.read_bytes())
     generation = wait_for("the webhook to load a bundle", lambda: webhook.generation(ca))
     assert generation == webhook.bundle_generation()
     # Registration takes a moment to reach the API server's admission chain: probe with a dry run.
@@ -181,6 +196,16 @@ def test_signed_pod_is_admitted_unsigned_refused_and_revocation_takes_effect(
     admitted, error = _create_pod(cluster, "signed-after-revocation", signed)
     assert not admitted
     assert f"signed by key {gpg.fingerprints['release-rsa']}, not in TrustStore release" in error
+
+    # Certificate rotation: a new CA (here: the Secret was deleted) reaches caBundle and the running webhook.
+    old_ca = ca.read_bytes()
+    cluster.kubectl("delete", "secret", "-n", NAMESPACE, "trustgate-webhook-tls")
+    wait_for("a new webhook CA", lambda: webhook.ca(tmp_path).read_bytes() != old_ca)
+    new_ca = webhook.ca(tmp_path)
+    wait_for("the webhook to serve a certificate of the new CA", lambda: webhook.generation(new_ca))
+    admitted, error = _create_pod(cluster, "unsigned-after-rotation", unsigned)
+    assert not admitted
+    assert f'admission webhook "{WEBHOOK_NAME}" denied the request' in error, error
     assert "Traceback" not in controller.output() + webhook_process.output()
 
 
