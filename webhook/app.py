@@ -125,7 +125,8 @@ def create_app(config: WebhookConfig) -> FastAPI:
                      review.name or "(generated)", where[verdict.image], verdict.image, verdict.generation,
                      "admitted" if verdict.allowed else "denied " + "; ".join(verdict.reasons))
         warnings = [warning for verdict in verdicts for warning in verdict.warnings]
-        audit = {AUDIT_POLICY_GENERATION: str(generation)}
+        # Which policy generation decided (absent when no image had to be decided, e.g. on DELETE).
+        audit = {AUDIT_POLICY_GENERATION: str(generation)} if verdicts else {}
         if denied:
             message = fit_message([f"image {verdict.image} ({where[verdict.image]}) denied: "
                                    + "; ".join(verdict.reasons) for verdict in {v.image: v for v in denied}.values()])
