@@ -80,6 +80,8 @@ class StoreEvaluation:
     keys: tuple[KeyStatus, ...] = ()
     notices: tuple[Notice, ...] = ()
     references: frozenset[KeyReference] = frozenset()
+    # Revocations count even when the store is not Ready: a broken store must not un-revoke a key.
+    revoked_keys: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -111,7 +113,8 @@ def resolve_value_from(store: TrustStore, lookup: DataLookup) -> TrustStore:
                                                                  f"{reference.name} not found")
         if reference.key not in data:
             raise ConfigError(f"spec.keys[{index}].valueFrom", f"{reference} not found")
-        keys.append({"name": entry.name, entry.type: data[reference.key]})
+        keys.append({"name": entry.name, entry.type: data[reference.key],
+                     **({"hashAlgorithm": entry.hashAlgorithm} if entry.hashAlgorithm else {})})
     document = store.model_dump(exclude_none=True, exclude={"status"})
     document["metadata"] = {"name": store.metadata.name}
     document["spec"] = {"keys": keys}
@@ -131,16 +134,20 @@ def evaluate_store(body: Mapping[str, Any], lookup: DataLookup, now: datetime.da
     except ValidationError as exc:
         return StoreEvaluation(name, False, REASON_INVALID_SPEC, _parse_error(exc))
     references = references_of(store)
+    revoked = frozenset(store.spec.revokedKeys or ())
     try:
         resolved = resolve_value_from(store, lookup)
     except ConfigError as exc:
-        return StoreEvaluation(name, False, REASON_KEY_SOURCE, str(exc), references=references)
+        return StoreEvaluation(name, False, REASON_KEY_SOURCE, str(exc), references=references,
+                               revoked_keys=revoked)
     except ValidationError as exc:
-        return StoreEvaluation(name, False, REASON_INVALID_KEY, _parse_error(exc), references=references)
+        return StoreEvaluation(name, False, REASON_INVALID_KEY, _parse_error(exc), references=references,
+                               revoked_keys=revoked)
     try:
         compiled = compile_trust_store(resolved)
     except ConfigError as exc:
-        return StoreEvaluation(name, False, REASON_INVALID_KEY, str(exc), references=references)
+        return StoreEvaluation(name, False, REASON_INVALID_KEY, str(exc), references=references,
+                               revoked_keys=revoked)
 
     statuses: list[KeyStatus] = []
     notices: list[Notice] = []
@@ -155,9 +162,9 @@ def evaluate_store(body: Mapping[str, Any], lookup: DataLookup, now: datetime.da
         reason = faults[0][0]
         message = "; ".join(message for _, message in faults)
         return StoreEvaluation(name, False, reason, message, keys=tuple(statuses), notices=tuple(notices),
-                               references=references)
+                               references=references, revoked_keys=revoked)
     return StoreEvaluation(name, True, REASON_VALID, f"{len(statuses)} keys loaded", resolved, compiled,
-                           tuple(statuses), tuple(notices), references)
+                           tuple(statuses), tuple(notices), references, revoked)
 
 
 def _iso(moment: datetime.datetime | None) -> str | None:
@@ -266,8 +273,8 @@ def evaluate_policy(body: Mapping[str, Any], stores: Mapping[str, StoreEvaluatio
         compiled = compile_policy(policy, compiled_stores, verifiers)
     except ConfigError as exc:
         return PolicyEvaluation(name, False, REASON_INVALID_AUTHORITY, str(exc), policy, trust_stores=names)
-    for authority in compiled.authorities:
-        authority.close()
+    for rules in compiled.authorities:
+        rules.verifier.close()
     count = len(policy.spec.authorities)
     threshold = policy.spec.threshold or count
     return PolicyEvaluation(name, True, REASON_VALID, f"{threshold} of {count} authorities required", policy,

@@ -154,6 +154,7 @@ class Controller:
             tuple(evaluation.policy for _, evaluation in policies
                   if evaluation.ready and evaluation.policy is not None),
             tuple(unavailable),
+            frozenset(key for store in stores.values() for key in store.revoked_keys),
         )
         digest = content.digest
         previous = self.cluster.read_secret(BUNDLE_SECRET)

@@ -41,6 +41,14 @@ def trust_store(name: str, keys: dict[str, str]) -> dict[str, Any]:
     }
 
 
+def key_store(name: str, entries: list[dict[str, Any]]) -> dict[str, Any]:
+    """A TrustStore with entries of any kind, e.g. `{"name": "k", "publicKey": PEM}`."""
+    return {
+        "apiVersion": "trustgate.dev/v1alpha1", "kind": "TrustStore", "metadata": {"name": name},
+        "spec": {"keys": entries},
+    }
+
+
 def trust_policy(name: str, images: list[str], authorities: list[dict[str, Any]], **spec: Any) -> dict[str, Any]:
     return {
         "apiVersion": "trustgate.dev/v1alpha1", "kind": "TrustPolicy", "metadata": {"name": name},

@@ -12,7 +12,7 @@ dependency can never turn its images into unmatched ones.
 Format (JSON, key `bundle.json`):
     {"apiVersion": "trustgate.dev/v1alpha1", "kind": "PolicyBundle", "generation": 7, "digest": "sha256:...",
      "trustStores": [TrustStore...], "trustPolicies": [TrustPolicy...],
-     "unavailablePolicies": [{"name", "images", "mode", "reason"}]}
+     "unavailablePolicies": [{"name", "images", "mode", "reason"}], "revokedKeys": [...]}
 `digest` covers everything but `generation` and `digest`; `generation` grows by one with each new content.
 """
 
@@ -74,6 +74,7 @@ class PolicyBundle(Strict):
     trustStores: list[TrustStore]
     trustPolicies: list[TrustPolicy]
     unavailablePolicies: list[UnavailablePolicy]
+    revokedKeys: list[str]
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,8 @@ class BundleContent:
     trust_stores: tuple[TrustStore, ...]
     trust_policies: tuple[TrustPolicy, ...]
     unavailable_policies: tuple[UnavailablePolicy, ...]
+    # The revokedKeys of every TrustStore, Ready or not: a store that breaks must not un-revoke a key.
+    revoked_keys: frozenset[str] = frozenset()
 
     def document(self) -> dict[str, Any]:
         def clean(resource: TrustStore | TrustPolicy) -> dict[str, Any]:
@@ -95,6 +98,7 @@ class BundleContent:
             "trustPolicies": [clean(policy) for policy in sorted(self.trust_policies, key=_name)],
             "unavailablePolicies": [policy.model_dump(mode="json") for policy in
                                     sorted(self.unavailable_policies, key=lambda policy: policy.name)],
+            "revokedKeys": sorted(self.revoked_keys),
         }
 
     @property
@@ -124,7 +128,7 @@ def decode_bundle(data: bytes) -> PolicyBundle:
         path, message = validation_errors(exc)[0]
         raise BundleError(f"bundle: {path}: {message}") from None
     content = BundleContent(tuple(bundle.trustStores), tuple(bundle.trustPolicies),
-                            tuple(bundle.unavailablePolicies))
+                            tuple(bundle.unavailablePolicies), frozenset(bundle.revokedKeys))
     if content.digest != bundle.digest:
         raise BundleError(f"bundle digest {bundle.digest} does not match its content ({content.digest})")
     return bundle
@@ -147,7 +151,8 @@ def compile_bundle(bundle: PolicyBundle, verifiers: Mapping[str, VerifierPlugin]
                        unavailable=f"TrustPolicy {policy.name} is not Ready: {policy.reason}")
         for policy in bundle.unavailablePolicies
     )
-    return PolicySet(compiled.generation, compiled.policies + unavailable, compiled.trust_stores)
+    return PolicySet(compiled.generation, compiled.policies + unavailable, compiled.trust_stores,
+                     compiled.revoked_keys | frozenset(bundle.revokedKeys))
 
 
 def unavailable_policy(body: Mapping[str, Any], reason: str) -> UnavailablePolicy | None:

@@ -8,16 +8,18 @@ image string -> reference -> matching TrustPolicies (no match: decided without a
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from webhook.policy.compile import CompiledPolicy, PolicySet
+from webhook.policy.compile import AuthorityRules, CompiledPolicy, PolicySet
 from webhook.references import ImageReference, InvalidReferenceError, parse_reference
 from webhook.registry.client import RegistryClient, RegistryError
-from webhook.results import Result, any_of, at_least
-from webhook.verifiers.base import CompiledAuthority, ResolvedImage, SignatureMaterial
+from webhook.results import Result, at_least
+from webhook.verifiers.base import ResolvedImage, SignatureMaterial
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +34,16 @@ class VerifySettings:
 
 
 @dataclass(frozen=True)
+class AdmissionContext:
+    """What a request says about where its images will run."""
+
+    # Labels of the pod's namespace; None when unknown (then no namespaceSelector exempts an image).
+    namespace_labels: Mapping[str, str] | None = None
+    # False for the mutating webhook, whose job is to add the digest that requireDigest asks for.
+    enforce_require_digest: bool = True
+
+
+@dataclass(frozen=True)
 class ImageVerdict:
     image: str
     allowed: bool
@@ -40,6 +52,8 @@ class ImageVerdict:
     reference: ImageReference | None = None
     warnings: tuple[str, ...] = ()
     generation: int | None = None
+    # May the mutating webhook pin this image to `digest`? (verified, and no matching policy opted out)
+    pinnable: bool = False
 
     @property
     def reasons(self) -> list[str]:
@@ -63,21 +77,23 @@ class Pipeline:
     policies: PolicySet
     registry: RegistryClient
     settings: VerifySettings = field(default_factory=VerifySettings)
+    clock: Callable[[], float] = time.time
 
     def __post_init__(self) -> None:
         self._signature_checks = asyncio.Semaphore(self.settings.max_parallel_signature_checks)
 
-    async def verify_images(self, images: Sequence[str]) -> list[ImageVerdict]:
+    async def verify_images(self, images: Sequence[str],
+                            context: AdmissionContext = AdmissionContext()) -> list[ImageVerdict]:
         """Verify each distinct image once, concurrently; verdicts come back in the order given."""
         distinct = list(dict.fromkeys(images))
-        verdicts = await asyncio.gather(*(self.verify_image(image) for image in distinct))
+        verdicts = await asyncio.gather(*(self.verify_image(image, context) for image in distinct))
         by_image = dict(zip(distinct, verdicts, strict=True))
         return [by_image[image] for image in images]
 
-    async def verify_image(self, image: str) -> ImageVerdict:
+    async def verify_image(self, image: str, context: AdmissionContext = AdmissionContext()) -> ImageVerdict:
         try:
             async with asyncio.timeout(self.settings.deadline_seconds):
-                return await self._verify(image)
+                return await self._verify(image, context)
         except TimeoutError:
             message = f"verification did not finish within {self.settings.deadline_seconds:g}s; denied"
             return self._verdict(image, Result.fail(image, "deadline", message), allowed=False)
@@ -89,25 +105,37 @@ class Pipeline:
     def _verdict(self, image: str, result: Result, *, allowed: bool, **kwargs: object) -> ImageVerdict:
         return ImageVerdict(image, allowed, result, generation=self.policies.generation, **kwargs)  # type: ignore[arg-type]
 
-    async def _verify(self, image: str) -> ImageVerdict:
+    async def _verify(self, image: str, context: AdmissionContext) -> ImageVerdict:
         try:
             reference = parse_reference(image).with_default_tag()
         except InvalidReferenceError as exc:
             return self._verdict(image, Result.fail(image, "reference.invalid", str(exc)), allowed=False)
 
-        policies = self.policies.matching(reference.repository)
+        policies = self.policies.matching(reference.repository, context.namespace_labels)
         if not policies:
             return self._no_match(image, reference)
 
-        try:
-            resolved = await self.registry.resolve(reference)
-        except RegistryError as exc:
-            message = f"cannot resolve {reference}: {exc}"
-            failures = [Result.fail(f"policy {policy.name}", "registry", message) for policy in policies]
-            return self._combine(image, reference, None, policies, failures)
-
-        results = await asyncio.gather(*(self._check_policy(policy, resolved) for policy in policies))
-        return self._combine(image, reference, resolved.digest, policies, list(results))
+        results: dict[str, Result] = {}
+        if reference.digest is None and context.enforce_require_digest:
+            for policy in policies:
+                if policy.require_digest:
+                    results[policy.name] = Result.fail(
+                        f"policy {policy.name}", "reference.digest_required",
+                        f"requires a digest-pinned reference (name@sha256:...); {image} has none")
+        to_check = [policy for policy in policies if policy.name not in results]
+        digest: str | None = None
+        if to_check:
+            try:
+                resolved = await self.registry.resolve(reference)
+            except RegistryError as exc:
+                message = f"cannot resolve {reference}: {exc}"
+                results.update((policy.name, Result.fail(f"policy {policy.name}", "registry", message))
+                               for policy in to_check)
+            else:
+                digest = resolved.digest
+                checked = await asyncio.gather(*(self._check_policy(policy, resolved) for policy in to_check))
+                results.update((policy.name, result) for policy, result in zip(to_check, checked, strict=True))
+        return self._combine(image, reference, digest, policies, [results[policy.name] for policy in policies])
 
     def _no_match(self, image: str, reference: ImageReference) -> ImageVerdict:
         mode = self.settings.no_match
@@ -136,31 +164,78 @@ class Pipeline:
                 for reason in policy_result.failure_reasons():
                     log.warning("audit: %s: %s", image, reason)
         allowed = all(policy.mode != "enforce" for policy, _ in failed)
+        pinnable = allowed and digest is not None and all(policy.mutate_digest for policy in policies)
         return self._verdict(image, result, allowed=allowed, digest=digest, reference=reference,
-                             warnings=tuple(warnings))
+                             warnings=tuple(warnings), pinnable=pinnable)
 
     async def _check_policy(self, policy: CompiledPolicy, image: ResolvedImage) -> Result:
+        subject = f"policy {policy.name}"
         if policy.unavailable is not None:
-            return Result.fail(f"policy {policy.name}", "policy.unavailable", policy.unavailable)
-        results = await asyncio.gather(*(self._check_authority(authority, image)
-                                         for authority in policy.authorities))
-        return at_least(f"policy {policy.name}", policy.threshold, results, what="authorities")
+            return Result.fail(subject, "policy.unavailable", policy.unavailable)
+        denied = policy.denied_digests & {image.digest, *image.child_digests()}
+        if denied:
+            which = "the image" if image.digest in denied else f"its child manifest {sorted(denied)[0]}"
+            return Result.fail(subject, "digest.denied",
+                               f"{which} is listed in deniedDigests ({image.digest}); never admitted")
+        results = await asyncio.gather(*(self._check_authority(rules, image) for rules in policy.authorities))
+        return at_least(subject, policy.threshold, results, what="authorities")
 
-    async def _check_authority(self, authority: CompiledAuthority, image: ResolvedImage) -> Result:
+    async def _check_authority(self, rules: AuthorityRules, image: ResolvedImage) -> Result:
+        authority = rules.verifier
         subject = f"authority {authority.name} ({authority.verifier_type})"
         collected = await asyncio.gather(*(source.collect(image, self.registry)
                                            for source in authority.sources(image)))
-        materials = [material for found in collected for material in found.materials]
         problems = [Result.fail(where, "signature.source", message)
                     for found in collected for where, message in found.problems]
-        checks = await asyncio.gather(*(self._check_signature(authority, image, material)
-                                        for material in materials))
+        materials: list[SignatureMaterial] = []
+        first_label: dict[bytes, str] = {}
+        for material in (material for found in collected for material in found.materials):
+            fingerprint = hashlib.sha256(material.data).digest()
+            if fingerprint in first_label:
+                problems.append(Result.fail(material.label, "signature.duplicate",
+                                            f"the same bytes as {first_label[fingerprint]}; counted once"))
+            else:
+                first_label[fingerprint] = material.label
+                materials.append(material)
+        checks = await asyncio.gather(*(self._check_signature(rules, image, material) for material in materials))
         if not checks and not problems:
             searched = "; ".join(found.searched for found in collected)
             return Result.fail(subject, "signature.none", f"no signatures found (searched: {searched})")
-        return any_of(subject, [*checks, *problems], what="signatures")
+        signers = list(dict.fromkeys(check.signer or check.subject for check in checks if check.passed))
+        required = rules.min_signatures
+        passed = len(signers) >= required
+        if required == 1:
+            message = "a valid signature" if passed else "no valid signature"
+            message += f" among {len(checks) + len(problems)} examined"
+        else:
+            message = f"valid signatures by {len(signers)} distinct signers; {required} required"
+        return Result(subject, passed, "signatures.satisfied" if passed else "signatures.unsatisfied", message,
+                      (*checks, *problems))
 
-    async def _check_signature(self, authority: CompiledAuthority, image: ResolvedImage,
+    async def _check_signature(self, rules: AuthorityRules, image: ResolvedImage,
                                material: SignatureMaterial) -> Result:
         async with self._signature_checks:
-            return await asyncio.to_thread(authority.verify_signature, image, material)
+            result = await asyncio.to_thread(rules.verifier.verify_signature, image, material)
+        if not result.passed:
+            return result
+        return self._withdrawn(result, rules) or result
+
+    def _withdrawn(self, result: Result, rules: AuthorityRules) -> Result | None:
+        """A valid signature that trust has since been withdrawn from: a revoked key or too old to count."""
+        identifiers = [identifier.upper() for identifier in (result.signer_ids or (result.signer or "",))]
+        for revoked in self.policies.revoked_keys:
+            if any(identifier == revoked or (len(revoked) == 16 and identifier.endswith(revoked))
+                   for identifier in identifiers):
+                return Result.fail(result.subject, "key.revoked",
+                                   f"signed by key {revoked}, which a TrustStore lists in revokedKeys")
+        max_age = rules.max_signature_age_seconds
+        if max_age is not None:
+            if result.signed_at is None:
+                return Result.fail(result.subject, "signature.undated",
+                                   f"carries no signed time, and maxSignatureAge is {max_age}s")
+            age = self.clock() - result.signed_at
+            if age > max_age:
+                return Result.fail(result.subject, "signature.too_old",
+                                   f"signed {age / 86400:.1f} days ago, older than maxSignatureAge "
+                                   f"({max_age / 86400:g} days)")
+        return None

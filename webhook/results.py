@@ -18,9 +18,15 @@ class Result:
     code: str
     message: str
     children: tuple[Result, ...] = ()
-    # Distinct signer identity (key fingerprint, certificate) behind a passing signature result.
+    # Distinct signer identity (key fingerprint, certificate) behind a passing signature result: the unit a
+    # quorum counts.
     signer: str | None = None
     details: dict[str, str] = field(default_factory=dict)
+    # Every identifier a TrustStore's revokedKeys may name for this signer (e.g. primary and signing subkey
+    # fingerprints); the signer alone when empty.
+    signer_ids: tuple[str, ...] = ()
+    # When the signature says it was made (seconds since the epoch), from signed data only.
+    signed_at: int | None = None
 
     @classmethod
     def ok(cls, subject: str, code: str, message: str, **kwargs: object) -> Result:

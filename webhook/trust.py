@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from cryptography import x509
@@ -31,6 +31,8 @@ class PemPublicKey:
     pem: str
     key: PublicKey
     rekor: bool = False
+    # The digest ECDSA and RSA signatures are made over (a TrustStore key's `hashAlgorithm`).
+    hash_algorithm: str = "sha256"
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,4 +116,9 @@ def compile_trust_store(store: TrustStore) -> CompiledTrustStore:
             keys[entry.name] = _KEY_PARSERS[field_name](getattr(entry, field_name))
         except (KeyMaterialError, GpgKeyError) as exc:
             raise ConfigError(f"spec.keys[{index}].{field_name}", str(exc)) from None
+        if entry.hashAlgorithm is not None:
+            if isinstance(keys[entry.name].key, ed25519.Ed25519PublicKey):
+                raise ConfigError(f"spec.keys[{index}].hashAlgorithm",
+                                  "Ed25519 signs the message itself; a hashAlgorithm does not apply")
+            keys[entry.name] = replace(keys[entry.name], hash_algorithm=entry.hashAlgorithm)
     return CompiledTrustStore(store.metadata.name, keys)

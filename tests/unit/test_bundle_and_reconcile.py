@@ -254,3 +254,18 @@ def test_ca_rotation_trusts_both_cas_before_serving_from_the_new_one(armored_key
     assert data["ca-previous.crt"] == old_ca and data["ca.crt"] != old_ca
     assert old_ca.strip() in cluster.ca_bundles[-1] and data["ca.crt"].strip() in cluster.ca_bundles[-1]
 
+
+
+def test_revocations_of_a_store_that_is_not_ready_stay_in_force(armored_key: str) -> None:
+    revoked = "0123456789ABCDEF0123456789ABCDEF01234567"
+    cluster = FakeCluster()
+    cluster.objects["truststores"].append(_with_meta({
+        "apiVersion": "trustgate.dev/v1alpha1", "kind": "TrustStore", "metadata": {"name": "old"},
+        "spec": {"keys": [{"name": "gone", "type": "gpg", "valueFrom": {"secretKeyRef": {
+            "name": "missing", "namespace": "keys", "key": "key.asc"}}}], "revokedKeys": [revoked]}}))
+    _controller(cluster).reconcile()
+    bundle = _bundle(cluster)
+    assert bundle["trustStores"] == []  # not Ready: its keys are not trusted ...
+    assert [key.upper() for key in bundle["revokedKeys"]] == [revoked]  # ... but its revocations count
+    policies = compile_bundle(decode_bundle(cluster.secrets[BUNDLE_SECRET].data[BUNDLE_KEY]))
+    assert {key.upper() for key in policies.revoked_keys} == {revoked}

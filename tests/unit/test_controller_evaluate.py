@@ -282,3 +282,12 @@ def test_ready_condition_keeps_transition_time_while_status_holds() -> None:
     assert later["lastTransitionTime"] == first["lastTransitionTime"]
     assert flipped["lastTransitionTime"] != first["lastTransitionTime"]
     assert (flipped["status"], flipped["reason"], flipped["observedGeneration"]) == ("False", "KeyExpired", 3)
+
+
+def test_value_from_keeps_the_entry_hash_algorithm() -> None:
+    entry = {"name": "k", "type": "publicKey", "hashAlgorithm": "sha384",
+             "valueFrom": {"configMapKeyRef": {"name": "keys", "namespace": "ci", "key": "cosign.pub"}}}
+    evaluation = evaluate_store(_store_body("s", [entry]), lambda *_: {"cosign.pub": _public_key_pem()}, NOW)
+    assert evaluation.ready, evaluation.message
+    assert evaluation.resolved is not None
+    assert evaluation.resolved.spec.keys[0].hashAlgorithm == "sha384"

@@ -72,7 +72,8 @@ def test_entry_point_plugin_is_discovered_and_compiled(tmp_path: Path, monkeypat
     assert {"gpg", "attest"} <= set(verifiers)
     policy = trust_policy("app", ["example.com/**"], [{"name": "teams", "attest": {"team": "payments"}}])
     compiled = compile_policy_set(resources(policy), verifiers)
-    (authority,) = compiled.policies[0].authorities
+    (rules,) = compiled.policies[0].authorities
+    authority = rules.verifier
     assert authority.verifier_type == "attest" and authority.name == "teams"
 
 

@@ -99,7 +99,7 @@ def _verdict(case: Path, check: dict[str, Any]) -> str:
     except ConfigFileError:
         return "reject"
     try:
-        verifier = policy_set.policies[0].authorities[0]
+        verifier = policy_set.policies[0].authorities[0].verifier
         assert isinstance(verifier, GpgAuthorityVerifier)
         results = [verifier.verify_signature(image, SignatureMaterial(f"signature-{n}", data))
                    for n, data in enumerate(_signatures(case, check), start=1)]
@@ -138,7 +138,7 @@ def test_subkey_signature_reports_primary_fingerprint() -> None:
     policy_set = compile_policy_set(resources(trust_store("s", keys), trust_policy("p", ["**"], [authority])))
     try:
         image = resolved("testing/manifest:latest", (case / "manifest.json").read_bytes())
-        result = policy_set.policies[0].authorities[0].verify_signature(
+        result = policy_set.policies[0].authorities[0].verifier.verify_signature(
             image, SignatureMaterial("signature-1", (case / "signature-1").read_bytes()))
     finally:
         policy_set.close()

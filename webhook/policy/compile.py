@@ -13,7 +13,7 @@ from typing import Literal
 
 from webhook.config import LoadedResources
 from webhook.policy.matching import ImageGlob
-from webhook.policy.models import TrustPolicy
+from webhook.policy.models import LabelSelector, TrustPolicy, parse_duration
 from webhook.trust import CompiledTrustStore, compile_trust_store
 from webhook.verifiers.base import CompiledAuthority, ConfigError, VerifierPlugin, discover_verifiers
 
@@ -23,12 +23,29 @@ _generations = itertools.count(1)
 
 
 @dataclass(frozen=True)
+class AuthorityRules:
+    """A compiled authority with the rules every verifier type shares."""
+
+    verifier: CompiledAuthority
+    min_signatures: int = 1
+    max_signature_age_seconds: int | None = None
+
+    @property
+    def name(self) -> str:
+        return self.verifier.name
+
+
+@dataclass(frozen=True)
 class CompiledPolicy:
     name: str
     globs: tuple[ImageGlob, ...]
     mode: Mode
     threshold: int
-    authorities: tuple[CompiledAuthority, ...]
+    authorities: tuple[AuthorityRules, ...]
+    require_digest: bool = False
+    mutate_digest: bool = True
+    namespace_selector: LabelSelector | None = None
+    denied_digests: frozenset[str] = frozenset()
     # Set for a TrustPolicy that exists but cannot be enforced (e.g. its TrustStore is not Ready): it still
     # matches its images and fails them with this reason, so a broken dependency never turns into no-match.
     unavailable: str | None = None
@@ -36,20 +53,29 @@ class CompiledPolicy:
     def matches(self, repository: str) -> bool:
         return any(glob.matches(repository) for glob in self.globs)
 
+    def applies_to_namespace(self, labels: Mapping[str, str] | None) -> bool:
+        """Unknown namespace labels (None) never exempt an image from a policy."""
+        if self.namespace_selector is None or labels is None:
+            return True
+        return self.namespace_selector.matches(dict(labels))
+
 
 @dataclass(frozen=True)
 class PolicySet:
     generation: int
     policies: tuple[CompiledPolicy, ...]
     trust_stores: Mapping[str, CompiledTrustStore]
+    # Revocation is global: a key revoked in any TrustStore is compromised wherever else it is trusted.
+    revoked_keys: frozenset[str] = frozenset()
 
-    def matching(self, repository: str) -> list[CompiledPolicy]:
-        return [policy for policy in self.policies if policy.matches(repository)]
+    def matching(self, repository: str, namespace_labels: Mapping[str, str] | None = None) -> list[CompiledPolicy]:
+        return [policy for policy in self.policies
+                if policy.matches(repository) and policy.applies_to_namespace(namespace_labels)]
 
     def close(self) -> None:
         for policy in self.policies:
             for authority in policy.authorities:
-                authority.close()
+                authority.verifier.close()
 
 
 def compile_policy_set(resources: LoadedResources,
@@ -76,28 +102,37 @@ def compile_policy_set(resources: LoadedResources,
             except ConfigError as exc:
                 raise origin.error(exc.path, exc.message) from None
     except BaseException:
-        _close(authority for policy in policies for authority in policy.authorities)
+        _close(rules.verifier for policy in policies for rules in policy.authorities)
         raise
-    return PolicySet(generation if generation is not None else next(_generations), tuple(policies), stores)
+    revoked = frozenset(key for _, store in resources.stores for key in store.spec.revokedKeys or ())
+    return PolicySet(generation if generation is not None else next(_generations), tuple(policies), stores, revoked)
 
 
 def compile_policy(policy: TrustPolicy, stores: Mapping[str, CompiledTrustStore],
                    verifiers: Mapping[str, VerifierPlugin]) -> CompiledPolicy:
     """Compile one TrustPolicy against compiled TrustStores; raise ConfigError at the first fault."""
-    authorities: list[CompiledAuthority] = []
+    rules: list[AuthorityRules] = []
     try:
         for index, authority in enumerate(policy.spec.authorities):
-            authorities.append(_compile_authority(authority.name, authority.verifier_entries(), stores, verifiers,
-                                                  f"spec.authorities[{index}]"))
+            verifier = _compile_authority(authority.name, authority.verifier_entries(), stores, verifiers,
+                                          f"spec.authorities[{index}]")
+            max_age = authority.maxSignatureAge
+            rules.append(AuthorityRules(verifier, authority.minSignatures,
+                                        parse_duration(max_age) if max_age else None))
     except BaseException:
-        _close(authorities)
+        _close(rule.verifier for rule in rules)
         raise
+    spec = policy.spec
     return CompiledPolicy(
         name=policy.metadata.name,
-        globs=tuple(ImageGlob.compile(pattern) for pattern in policy.spec.images),
-        mode=policy.spec.mode,
-        threshold=policy.spec.threshold or len(policy.spec.authorities),
-        authorities=tuple(authorities),
+        globs=tuple(ImageGlob.compile(pattern) for pattern in spec.images),
+        mode=spec.mode,
+        threshold=spec.threshold or len(spec.authorities),
+        authorities=tuple(rules),
+        require_digest=spec.requireDigest,
+        mutate_digest=spec.mutateDigest,
+        namespace_selector=spec.namespaceSelector,
+        denied_digests=frozenset(spec.deniedDigests or ()),
     )
 
 

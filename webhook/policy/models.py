@@ -12,7 +12,8 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
-from webhook.references import InvalidReferenceError, is_repository_prefix, parse_reference
+from webhook.references import InvalidReferenceError, is_repository_prefix, parse_reference, validate_digest
+from webhook.verifiers.notation_identity import validate_trusted_identities
 
 GROUP = "trustgate.dev"
 VERSION = "v1alpha1"
@@ -106,6 +107,10 @@ class TrustStoreKey(Strict):
     rekorPublicKey: str | None = Field(
         default=None, description="PEM public key of a Rekor transparency log, for offline entry checks."
     )
+    hashAlgorithm: Literal["sha256", "sha384", "sha512"] | None = Field(
+        default=None,
+        description="publicKey (ECDSA or RSA) only: the digest its signatures use; sha256 when omitted, as cosign.",
+    )
     valueFrom: KeyValueSource | None = Field(
         default=None,
         description="Take the key material from a Secret or ConfigMap (resolved by trustgate controller); "
@@ -123,6 +128,8 @@ class TrustStoreKey(Strict):
                              + (f"; found {', '.join(given)}" if given else ""))
         if (self.valueFrom is None) != (self.type is None):
             raise ValueError("type is required with valueFrom, and allowed only with it")
+        if self.hashAlgorithm is not None and self.material_field != "publicKey":
+            raise ValueError("hashAlgorithm applies to publicKey entries only")
         return self
 
     @property
@@ -141,8 +148,32 @@ def _unique_names(entries: list[Any], what: str) -> None:
         seen.add(entry.name)
 
 
+_KEY_ID = re.compile(r"^([0-9A-F]{16}|[0-9A-F]{40}|[0-9A-F]{64})$")
+
+
+def _normalize_key_id(value: str) -> str:
+    normalized = value.replace(" ", "").replace(":", "").upper()
+    if not _KEY_ID.match(normalized):
+        raise ValueError(
+            f"revoked key {value!r} is not a key ID or fingerprint: 16, 40 or 64 hexadecimal digits (an OpenPGP "
+            "key ID or fingerprint, or the SHA-256 fingerprint of a public key or certificate)"
+        )
+    return normalized
+
+
 class TrustStoreSpec(Strict):
     keys: list[TrustStoreKey] = Field(min_length=1, description="Trusted key material.")
+    revokedKeys: list[Annotated[str, StringConstraints(min_length=16, max_length=95)]] | None = Field(
+        default=None,
+        description="Keys whose signatures are rejected from now on, wherever they are trusted: OpenPGP key IDs or "
+                    "fingerprints (primary or subkey), or SHA-256 fingerprints (hex) of public keys (DER "
+                    "SubjectPublicKeyInfo) and signing certificates (DER).",
+    )
+
+    @field_validator("revokedKeys")
+    @classmethod
+    def _key_ids(cls, values: list[str] | None) -> list[str] | None:
+        return None if values is None else [_normalize_key_id(value) for value in values]
 
     @model_validator(mode="after")
     def _unique_keys(self) -> TrustStoreSpec:
@@ -265,6 +296,122 @@ class GpgAuthority(Strict):
     _lookaside_url = field_validator("lookaside")(_validate_http_url)
 
 
+_DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+_DURATION_UNITS = (86400, 3600, 60, 1)
+
+
+def parse_duration(value: str) -> int:
+    """`30d`, `720h`, `1h30m`, `90s` -> seconds."""
+    match = _DURATION.match(value)
+    if not value or match is None:
+        raise ValueError(f"{value!r} is not a duration such as 30d, 720h or 1h30m")
+    return sum(int(amount) * unit for amount, unit in zip(match.groups(), _DURATION_UNITS, strict=True) if amount)
+
+
+NotationAction = Literal["enforce", "log", "skip"]
+
+
+class NotationOverride(Strict):
+    """Per-check actions replacing those of the verification level (integrity can never be overridden)."""
+
+    authenticity: Literal["enforce", "log"] | None = None
+    authenticTimestamp: NotationAction | None = None
+    expiry: NotationAction | None = None
+    revocation: NotationAction | None = None
+
+
+class NotationAuthority(Strict):
+    """A Notary Project trust-policy statement: trusted certificates, trusted identities and a level."""
+
+    trustStore: ResourceName | None = Field(
+        default=None,
+        description="TrustStore whose x509 entries (role ca, signingAuthority, tsa) are trusted; not with skip.",
+    )
+    trustedIdentities: list[str] | None = Field(
+        default=None,
+        description='"*" or "x509.subject: <DN>" entries; a DN must name C, ST and O and matches a signing '
+                    "certificate whose subject has all of its attributes.",
+    )
+    verificationLevel: Literal["strict", "permissive", "audit", "skip"] = "strict"
+    override: NotationOverride | None = None
+    verifyTimestamp: Literal["always", "afterCertExpiry"] = Field(
+        default="afterCertExpiry",
+        description="always: a timestamp countersignature from a tsa root is required; afterCertExpiry: "
+                    "required only once the signing certificate has expired (one present is always checked).",
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> NotationAuthority:
+        if self.verificationLevel == "skip":
+            if self.trustStore is not None or self.trustedIdentities is not None or self.override is not None:
+                raise ValueError("verificationLevel skip must not have trustStore, trustedIdentities or override")
+            return self
+        if self.trustStore is None or not self.trustedIdentities:
+            raise ValueError("trustStore and trustedIdentities are both required unless verificationLevel is skip")
+        try:
+            validate_trusted_identities(self.trustedIdentities)
+        except ValueError as exc:
+            raise ValueError(f"trustedIdentities: {exc}") from None
+        return self
+
+
+
+
+class CertificateIdentity(Strict):
+    """Who a signing certificate must name: a SAN (email, URI, DNS name) and, for Fulcio, the OIDC issuer."""
+
+    subject: str | None = Field(default=None, description="Exact subject alternative name.")
+    subjectRegExp: str | None = Field(default=None, description="Anchored regular expression over the SANs.")
+    issuer: str | None = Field(default=None, description="Exact OIDC issuer (Fulcio certificate extension).")
+    issuerRegExp: str | None = Field(default=None, description="Anchored regular expression over the issuer.")
+
+    @model_validator(mode="after")
+    def _constraints(self) -> CertificateIdentity:
+        if (self.subject is None) == (self.subjectRegExp is None):
+            raise ValueError("exactly one of subject, subjectRegExp is required")
+        if self.issuer is not None and self.issuerRegExp is not None:
+            raise ValueError("issuer and issuerRegExp are mutually exclusive")
+        for name in ("subjectRegExp", "issuerRegExp"):
+            pattern = getattr(self, name)
+            if pattern is not None:
+                try:
+                    re.compile(pattern)
+                except re.error as exc:
+                    raise ValueError(f"{name} {pattern!r} is not a valid regular expression: {exc}") from None
+        return self
+
+
+class TransparencyLog(Strict):
+    require: bool = Field(
+        default=False,
+        description="Require a Rekor signed entry timestamp, checked offline with the TrustStore's rekorPublicKey.",
+    )
+
+
+class CosignAuthority(Strict):
+    trustStore: ResourceName = Field(description="Name of the TrustStore holding the keys or x509 roots.")
+    keys: list[EntryName] | None = Field(
+        default=None, min_length=1,
+        description="Subset of the store's publicKey or x509 (role ca) entries; all of them when omitted.",
+    )
+    # cosign signs the repository without a tag, so the default rule compares repositories only.
+    signedIdentity: SignedIdentity = Field(default_factory=lambda: SignedIdentity(type="matchRepository"))
+    signaturesRepository: str | None = Field(
+        default=None, description="Repository holding the signatures instead of the image's own (COSIGN_REPOSITORY)."
+    )
+    certificateIdentity: CertificateIdentity | None = Field(
+        default=None, description="Required for certificate-based signatures (x509 roots)."
+    )
+    transparencyLog: TransparencyLog = Field(default_factory=TransparencyLog)
+
+    @field_validator("signaturesRepository")
+    @classmethod
+    def _repository(cls, value: str | None) -> str | None:
+        if value is not None and not _parse_rule_reference(value, "signaturesRepository").is_name_only:
+            raise ValueError(f"signaturesRepository {value!r} must not have a tag or digest")
+        return value
+
+
 class Authority(BaseModel):
     """A named verifier, configured under exactly one verifier type key such as gpg."""
 
@@ -273,10 +420,31 @@ class Authority(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
 
     name: EntryName
+    minSignatures: int = Field(
+        default=1, ge=1, le=64,
+        description="Distinct signing keys (or certificates) that must each have a valid signature; the same key "
+                    "signing twice, or the same signature stored twice, counts once.",
+    )
+    maxSignatureAge: str | None = Field(
+        default=None,
+        description="Reject signatures whose signed time is older than this (e.g. 30d, 720h): old signatures of "
+                    "old, vulnerable images cannot be replayed. Signatures without a signed time are rejected.",
+    )
     gpg: GpgAuthority | None = None
+    cosign: CosignAuthority | None = None
+    notation: NotationAuthority | None = None
+
+    @field_validator("maxSignatureAge")
+    @classmethod
+    def _duration(cls, value: str | None) -> str | None:
+        if value is not None and parse_duration(value) == 0:
+            raise ValueError("maxSignatureAge must be longer than zero")
+        return value
 
     def verifier_entries(self) -> dict[str, Any]:
-        entries: dict[str, Any] = {"gpg": self.gpg} if self.gpg is not None else {}
+        """The verifier type keys given, built-in and third-party alike."""
+        builtin = {"gpg": self.gpg, "cosign": self.cosign, "notation": self.notation}
+        entries: dict[str, Any] = {name: spec for name, spec in builtin.items() if spec is not None}
         entries.update(self.model_extra or {})
         return entries
 
@@ -295,6 +463,45 @@ def _validate_glob(pattern: str) -> str:
 
 
 ImagePattern = Annotated[str, StringConstraints(min_length=1, max_length=512)]
+LabelKey = Annotated[str, StringConstraints(min_length=1, max_length=317)]
+
+
+class LabelSelectorRequirement(Strict):
+    key: LabelKey
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
+    values: list[Annotated[str, StringConstraints(max_length=63)]] | None = None
+
+    @model_validator(mode="after")
+    def _values_for_operator(self) -> LabelSelectorRequirement:
+        if self.operator in ("In", "NotIn") and not self.values:
+            raise ValueError(f"operator {self.operator} requires values")
+        if self.operator in ("Exists", "DoesNotExist") and self.values:
+            raise ValueError(f"operator {self.operator} takes no values")
+        return self
+
+
+class LabelSelector(Strict):
+    """A Kubernetes label selector; all its terms must hold."""
+
+    matchLabels: dict[LabelKey, Annotated[str, StringConstraints(max_length=63)]] | None = None
+    matchExpressions: list[LabelSelectorRequirement] | None = None
+
+    def matches(self, labels: dict[str, str]) -> bool:
+        for key, wanted in (self.matchLabels or {}).items():
+            if labels.get(key) != wanted:
+                return False
+        for requirement in self.matchExpressions or []:
+            present = requirement.key in labels
+            value = labels.get(requirement.key)
+            if requirement.operator == "In" and value not in (requirement.values or []):
+                return False
+            if requirement.operator == "NotIn" and present and value in (requirement.values or []):
+                return False
+            if requirement.operator == "Exists" and not present:
+                return False
+            if requirement.operator == "DoesNotExist" and present:
+                return False
+        return True
 
 
 class TrustPolicySpec(Strict):
@@ -307,6 +514,34 @@ class TrustPolicySpec(Strict):
     threshold: int | None = Field(
         default=None, ge=1, description="How many authorities must pass; all of them when omitted."
     )
+    requireDigest: bool = Field(
+        default=False,
+        description="Deny references without a digest at /validate (for clusters where the mutating webhook, "
+                    "which pins digests, is mandatory).",
+    )
+    mutateDigest: bool = Field(
+        default=True,
+        description="Let the mutating webhook rewrite admitted images to name:tag@digest. Turning it off leaves "
+                    "specs untouched, but a tag moved after admission then runs unverified bytes.",
+    )
+    namespaceSelector: LabelSelector | None = Field(
+        default=None,
+        description="Apply this policy only to pods in namespaces whose labels match; when the labels cannot "
+                    "be read the policy applies.",
+    )
+    deniedDigests: list[Annotated[str, StringConstraints(max_length=200)]] | None = Field(
+        default=None,
+        description="Manifest digests that are always denied, signed or not (known-vulnerable releases); an "
+                    "index is denied when it lists one of them.",
+    )
+
+    @field_validator("deniedDigests")
+    @classmethod
+    def _digests(cls, digests: list[str] | None) -> list[str] | None:
+        if digests is not None:
+            for digest in digests:
+                validate_digest(digest)
+        return digests
 
     @field_validator("images")
     @classmethod

@@ -5,13 +5,14 @@ A verifier plugin turns an authority's configuration plus the TrustStores it nam
 signature at a time (`verify_signature`): bytes and trust material in, a `Result` with its reason out. It
 never opens a socket; the pipeline fetches through the sources and combines the per-signature results.
 
-Built-in types are `gpg` (and, as they land, `cosign` and `notation`). Third parties add a type through the
+Built-in types are `gpg`, `cosign` and `notation`. Third parties add a type through the
 Python entry-point group `trustgate.verifiers`; a third-party plugin can never replace a built-in type.
 """
 
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
@@ -42,6 +43,14 @@ class ResolvedImage:
     digest: str
     manifest: bytes
     media_type: str
+
+    def child_digests(self) -> tuple[str, ...]:
+        """The manifests an index (or Docker manifest list) points at; none for an image manifest."""
+        if not self.media_type.endswith(("index.v1+json", "manifest.list.v2+json")):
+            return ()
+        document = json.loads(self.manifest)
+        return tuple(entry["digest"] for entry in document.get("manifests", [])
+                     if isinstance(entry, dict) and isinstance(entry.get("digest"), str))
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +159,8 @@ class VerifierPlugin(ABC):
 
 _BUILTIN_VERIFIERS: dict[str, str] = {
     "gpg": "webhook.verifiers.gpg:GpgVerifier",
+    "cosign": "webhook.verifiers.cosign:CosignVerifier",
+    "notation": "webhook.verifiers.notation:NotationVerifier",
 }
 
 

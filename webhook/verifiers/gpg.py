@@ -163,6 +163,8 @@ class GpgVerdict:
     message: str
     signer: str | None = None
     plaintext: bytes = b""
+    signing_key: str | None = None
+    created: int | None = None
 
 
 def _status_lines(stderr: str) -> list[list[str]]:
@@ -206,7 +208,9 @@ def interpret_gpg_status(stderr: str, returncode: int | None, plaintext: bytes,
     primary = validsig[9] if len(validsig) > 9 else validsig[0]
     if primary not in trusted:
         return GpgVerdict(False, f"signed by key {primary}, {untrusted}")
-    return GpgVerdict(True, f"good signature by key {primary} ({trusted[primary]})", primary, plaintext)
+    created = int(validsig[2]) if len(validsig) > 2 and validsig[2].isdigit() else None
+    return GpgVerdict(True, f"good signature by key {primary} ({trusted[primary]})", primary, plaintext,
+                      signing_key=validsig[0], created=created)
 
 
 # --- the verifier -------------------------------------------------------------------------------------
@@ -258,8 +262,11 @@ class GpgAuthorityVerifier(CompiledAuthority):
         details = {"dockerReference": payload.docker_reference}
         if payload.timestamp is not None:
             details["timestamp"] = str(payload.timestamp)
+        # The payload's own timestamp is what skopeo signs; the OpenPGP creation time is signed too.
+        signed_at = payload.timestamp if payload.timestamp is not None else verdict.created
+        signer_ids = tuple(dict.fromkeys(key for key in (verdict.signer, verdict.signing_key) if key))
         return Result.ok(label, "signature.valid", f"{verdict.message}, signed for {payload.docker_reference}",
-                         signer=verdict.signer, details=details)
+                         signer=verdict.signer, details=details, signer_ids=signer_ids, signed_at=signed_at)
 
     def close(self) -> None:
         self.home.close()

@@ -110,20 +110,29 @@ def _prefix_covers(name: str, prefix: str) -> bool:
     return name == prefix or (name.startswith(prefix) and name[len(prefix)] == "/")
 
 
-def _repo_digest_or_exact(intended: ImageReference, signed: ImageReference) -> bool:
-    if signed.is_name_only:
-        return False
-    if intended.tag is not None:
-        return str(signed) == str(intended)
-    if intended.digest is not None:
-        # The manifest digest itself is compared against the signed digest elsewhere; here only the
-        # repository has to agree.
-        return signed.repository == intended.repository
-    return False
+def _pinned_tag(reference: ImageReference) -> ImageReference:
+    """`name:tag@digest` names the image `name:tag` with its content fixed at `digest`: signers sign the tag
+    they push (`name:tag`), and the digest is compared with the signed manifest digest on its own. Without this,
+    pinning a verified tag to its digest (what the mutating webhook does) would make its signature unusable."""
+    if reference.tag is not None and reference.digest is not None:
+        return ImageReference(reference.domain, reference.path, reference.tag, None)
+    return reference
 
 
 def _exact(intended: ImageReference, signed: ImageReference) -> bool:
-    return not intended.is_name_only and not signed.is_name_only and str(signed) == str(intended)
+    if intended.is_name_only or signed.is_name_only:
+        return False
+    return str(signed) in (str(intended), str(_pinned_tag(intended)))
+
+
+def _repo_digest_or_exact(intended: ImageReference, signed: ImageReference) -> bool:
+    if intended.tag is not None:
+        return _exact(intended, signed)
+    if intended.digest is not None:
+        # The manifest digest itself is compared against the signed digest elsewhere; here only the
+        # repository has to agree.
+        return not signed.is_name_only and signed.repository == intended.repository
+    return False
 
 
 def _remap(rule: SignedIdentity, intended: ImageReference) -> ImageReference:

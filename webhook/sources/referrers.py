@@ -1,0 +1,111 @@
+"""Notary Project signatures of an image, found as OCI referrers.
+
+Asks the referrers API (`/v2/<name>/referrers/<digest>?artifactType=...`, OCI distribution 1.1) first and,
+when the registry does not offer it (404, or an answer that is not an image index, as docker-registry 2.8
+gives), the referrers tag schema: an index tagged `sha256-<hex>` next to the image. Each listed manifest must
+be a Notary signature (artifactType or config mediaType `application/vnd.cncf.notary.signature`) with exactly
+one envelope layer and a `subject` naming the image's digest; its envelope blob becomes the material.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from webhook import strictjson
+from webhook.registry.client import RegistryError
+from webhook.verifiers.base import Collected, ResolvedImage, SignatureMaterial, SignatureSource
+
+if TYPE_CHECKING:
+    from webhook.registry.client import RegistryClient
+
+NOTARY_SIGNATURE = "application/vnd.cncf.notary.signature"
+ENVELOPE_MEDIA_TYPES = ("application/jose+json", "application/cose")
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+MAX_REFERRERS_BYTES = 4 * 1024 * 1024
+MAX_SIGNATURES = 16
+MAX_ENVELOPE_BYTES = 1024 * 1024
+
+
+def signature_descriptors(index: Any) -> list[dict[str, Any]] | None:
+    """The Notary signature descriptors of a referrers index; None when it is not an image index."""
+    if not isinstance(index, dict) or not isinstance(index.get("manifests"), list):
+        return None
+    return [entry for entry in index["manifests"]
+            if isinstance(entry, dict) and entry.get("artifactType") == NOTARY_SIGNATURE
+            and isinstance(entry.get("digest"), str)]
+
+
+def envelope_layer(manifest: Any, image: ResolvedImage) -> tuple[dict[str, Any] | None, str]:
+    """The envelope layer descriptor of a signature manifest, or None with the reason it is not one."""
+    if not isinstance(manifest, dict):
+        return None, "not a JSON object"
+    config = manifest.get("config")
+    config_type = config.get("mediaType") if isinstance(config, dict) else None
+    if NOTARY_SIGNATURE not in (manifest.get("artifactType"), config_type):
+        return None, "not a Notary Project signature manifest"
+    subject = manifest.get("subject")
+    if not isinstance(subject, dict) or subject.get("digest") != image.digest:
+        return None, f"its subject is not {image.digest}"
+    layers = manifest.get("layers")
+    if not isinstance(layers, list) or len(layers) != 1 or not isinstance(layers[0], dict):
+        return None, "a signature manifest must have exactly one layer"
+    layer = layers[0]
+    if layer.get("mediaType") not in ENVELOPE_MEDIA_TYPES:
+        return None, f"layer media type {layer.get('mediaType')!r} is not a signature envelope"
+    size = layer.get("size")
+    if not isinstance(size, int) or not 0 < size <= MAX_ENVELOPE_BYTES or not isinstance(layer.get("digest"), str):
+        return None, f"envelope layer size must be 1..{MAX_ENVELOPE_BYTES} bytes with a digest"
+    return layer, ""
+
+
+class NotationReferrers(SignatureSource):
+    def __init__(self, limit: int = MAX_SIGNATURES) -> None:
+        self.limit = limit
+
+    async def _referrers(self, image: ResolvedImage, registry: RegistryClient) -> tuple[str, Any]:
+        reference = image.reference
+        api = f"/v2/{reference.path}/referrers/{image.digest}?artifactType={NOTARY_SIGNATURE}"
+        body = await registry.get_api(reference, api, MAX_REFERRERS_BYTES)
+        if body is not None:
+            try:
+                index = strictjson.loads(body)
+            except strictjson.StrictJSONError:
+                index = None
+            if signature_descriptors(index) is not None:
+                return f"referrers API of {reference.repository}", index
+        tag = image.digest.replace(":", "-")
+        fallback = await registry.get_manifest(reference, tag)
+        where = f"referrers tag {reference.repository}:{tag}"
+        return where, fallback.document if fallback is not None else {"manifests": []}
+
+    async def collect(self, image: ResolvedImage, registry: RegistryClient) -> Collected:
+        reference = image.reference
+        try:
+            searched, index = await self._referrers(image, registry)
+        except RegistryError as exc:
+            return Collected("OCI referrers", problems=(("OCI referrers", str(exc)),))
+        descriptors = signature_descriptors(index)
+        if descriptors is None:
+            return Collected(searched, problems=((searched, "is not an image index"),))
+        materials: list[SignatureMaterial] = []
+        problems: list[tuple[str, str]] = []
+        for descriptor in descriptors[:self.limit]:
+            label = f"{reference.repository}@{descriptor['digest']}"
+            try:
+                manifest = await registry.get_manifest(reference, descriptor["digest"])
+                if manifest is None:
+                    problems.append((label, "listed as a referrer but not found"))
+                    continue
+                layer, why = envelope_layer(manifest.document, image)
+                if layer is None:
+                    problems.append((label, why))
+                    continue
+                data = await registry.get_blob(reference, layer["digest"], limit=MAX_ENVELOPE_BYTES)
+            except RegistryError as exc:
+                problems.append((label, str(exc)))
+                continue
+            materials.append(SignatureMaterial(label, data, layer["mediaType"]))
+        if len(descriptors) > self.limit:
+            problems.append((searched, f"lists {len(descriptors)} signatures; only the first {self.limit} "
+                                       "were examined"))
+        return Collected(searched, tuple(materials), tuple(problems))
