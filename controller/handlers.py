@@ -66,6 +66,8 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> Non
     settings.peering.standalone = True  # the Lease decides who acts
     settings.posting.enabled = False  # Events are the controller's own, posted only by the leader
     settings.watching.server_timeout = 300
+    # Every watched event only requests a pass; Kopf's per-event "handler succeeded" lines are noise.
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     runtime = _runtime(memo)
     runtime.tasks.append(asyncio.create_task(_elect(runtime)))
     runtime.tasks.append(asyncio.create_task(_reconcile_loop(runtime)))

@@ -119,6 +119,8 @@ class Controller:
         if any(current.get(key) != value for key, value in status.items()):
             # Explicit nulls remove fields that no longer apply (JSON merge patch).
             self.cluster.patch_status(plural, body["metadata"]["name"], status)
+            log.info("%s %s: Ready=%s %s: %s", body.get("kind"), body["metadata"]["name"], condition["status"],
+                     reason, message)
             previous: Mapping[str, Any] = next(
                 (c for c in current.get("conditions") or [] if c.get("type") == "Ready"), {})
             if not ready and (previous.get("status") != "False" or previous.get("message") != message):
