@@ -232,6 +232,7 @@ def test_faulty_objects_get_not_ready_status_and_warning_events(
         for event in cluster.get("events", "-n", "default")["items"] if event["type"] == "Warning"})
         >= {("broken", "InvalidKeyMaterial"), ("orphan", "TrustStoreNotReady")} and found)
     assert ("broken", "InvalidKeyMaterial") in reasons
+    assert "InvalidKeyMaterial" in cluster.kubectl("describe", "truststore", "broken").stdout
     # A not-Ready policy still stands in the bundle, denying what it matches.
     bundle = json.loads(base64.b64decode(cluster.get("secret", "-n", NAMESPACE, "trustgate-policy-bundle")
                                          ["data"]["bundle.json"]))
