@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test unit e2e lint crds deps venv clean
+.PHONY: run test unit e2e e2e-cluster lint crds deps venv clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import ensurepip' 2>/dev/null || (apt-get update -qq && apt-get install -y -qq python3-venv)
@@ -22,13 +22,19 @@ deps:
 	scripts/install-test-deps.sh
 
 test: deps $(STAMP) lint
-	$(BIN)/pytest tests
+	$(BIN)/pytest tests --ignore=tests/cluster
 
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit
 
 e2e: deps $(STAMP)
 	$(BIN)/pytest tests/e2e
+
+# A real kube-apiserver 1.20 + etcd on 127.0.0.1 (the build takes about 5 minutes once per machine).
+e2e-cluster: deps $(STAMP)
+	scripts/build-kube-apiserver.sh
+	scripts/install-kubectl.sh
+	$(BIN)/pytest tests/cluster
 
 lint: $(STAMP)
 	$(BIN)/ruff check webhook controller tests

@@ -7,6 +7,7 @@ Ignore` would turn into an admission.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -16,6 +17,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from webhook.admission import (
+    AUDIT_POLICY_GENERATION,
     AdmissionRequest,
     BadReviewError,
     digest_pins,
@@ -24,13 +26,20 @@ from webhook.admission import (
     parse_review,
     review_response,
 )
-from webhook.pipeline import AdmissionContext, Pipeline, VerifySettings
+from webhook.pipeline import AdmissionContext, Pipeline, VerificationCaches, VerifySettings
 from webhook.policy.compile import PolicySet
 from webhook.registry.client import RegistryClient, RegistrySettings
 
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 3 * 1024 * 1024  # the API server's own request limit
+RELEASE_GRACE_SECONDS = 5.0
+
+
+# Runs a callable on the webhook's event loop; safe to call from any thread.
+InLoop = Callable[[Callable[[], None]], None]
+# Starts delivering policy updates (in-cluster mode) and returns a function that stops it.
+PolicyFollower = Callable[[InLoop, Callable[[PolicySet], None]], Callable[[], None]]
 
 
 async def _labels_unknown(namespace: str) -> Mapping[str, str] | None:
@@ -39,9 +48,10 @@ async def _labels_unknown(namespace: str) -> Mapping[str, str] | None:
 
 @dataclass
 class WebhookConfig:
-    policies: PolicySet
+    policies: PolicySet | None
     registry: RegistrySettings
     verify: VerifySettings
+    follow: PolicyFollower | None = None
     # Labels of a namespace for TrustPolicy namespaceSelectors; None when they cannot be read, and then no
     # selector exempts an image.
     namespace_labels: Callable[[str], Awaitable[Mapping[str, str] | None]] = _labels_unknown
@@ -57,12 +67,31 @@ def create_app(config: WebhookConfig) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         registry = RegistryClient(config.registry)
-        state.pipeline = Pipeline(config.policies, registry, config.verify)
-        log.info("serving policy generation %d with %d TrustPolicies", config.policies.generation,
-                 len(config.policies.policies))
+        caches = VerificationCaches(config.verify)  # shared across generations; verdicts are keyed by generation
+        loop = asyncio.get_running_loop()
+
+        def install(policies: PolicySet) -> None:
+            """Swap in a whole policy generation; requests in flight finish on the one they started with."""
+            previous = state.pipeline
+            state.pipeline = Pipeline(policies, registry, config.verify, caches=caches)
+            log.info("serving policy generation %d with %d TrustPolicies", policies.generation,
+                     len(policies.policies))
+            if previous is not None:
+                # Its trust material (gpg homes) is released once no request can still be using it.
+                loop.call_later(config.verify.deadline_seconds + RELEASE_GRACE_SECONDS, previous.policies.close)
+
+        if config.policies is not None:
+            install(config.policies)
+
+        def in_loop(call: Callable[[], None]) -> None:
+            loop.call_soon_threadsafe(call)
+
+        stop_following = config.follow(in_loop, install) if config.follow is not None else None
         try:
             yield
         finally:
+            if stop_following is not None:
+                stop_following()
             state.pipeline = None
             await registry.aclose()
 
@@ -108,19 +137,22 @@ def create_app(config: WebhookConfig) -> FastAPI:
         context = AdmissionContext(namespace_labels=labels, enforce_require_digest=not mutating)
         verdicts = await pipeline.verify_images([image.image for image in images], context)
         where = {image.image: image.field_path for image in images}
+        generation = pipeline.policies.generation
         for verdict in verdicts:
-            log.info("%s %s %s/%s %s %s: %s%s", "mutate" if mutating else "validate", review.uid, review.namespace,
-                     review.name or "(generated)", where[verdict.image], verdict.image,
-                     "admitted" if verdict.allowed else "denied " + "; ".join(verdict.reasons),
+            log.info("%s %s %s/%s %s %s (policy generation %s): %s%s", "mutate" if mutating else "validate",
+                     review.uid, review.namespace, review.name or "(generated)", where[verdict.image], verdict.image,
+                     verdict.generation, "admitted" if verdict.allowed else "denied " + "; ".join(verdict.reasons),
                      " (dry run)" if review.dry_run else "")
         warnings = [warning for verdict in verdicts for warning in verdict.warnings]
+        audit = {AUDIT_POLICY_GENERATION: str(generation)}  # which policy generation decided
         denied = {verdict.image: verdict for verdict in verdicts if not verdict.allowed}
         if denied:
             message = fit_message([f"image {verdict.image} ({where[verdict.image]}) denied: "
                                    + "; ".join(verdict.reasons) for verdict in denied.values()])
-            return JSONResponse(review_response(review.uid, False, message, warnings))
+            return JSONResponse(review_response(review.uid, False, message, warnings, audit_annotations=audit))
         patch = digest_pins(images, verdicts) if mutating else []
-        return JSONResponse(review_response(review.uid, True, warnings=warnings, patch=patch))
+        return JSONResponse(review_response(review.uid, True, warnings=warnings, patch=patch,
+                                            audit_annotations=audit))
 
     @app.post("/validate")
     async def validate(request: Request) -> JSONResponse:

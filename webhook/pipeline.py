@@ -240,6 +240,8 @@ class Pipeline:
 
     async def _check_policy(self, policy: CompiledPolicy, image: ResolvedImage) -> Result:
         subject = f"policy {policy.name}"
+        if policy.unavailable is not None:
+            return Result.fail(subject, "policy.unavailable", policy.unavailable)
         denied = policy.denied_digests & {image.digest, *image.child_digests()}
         if denied:
             which = "the image" if image.digest in denied else f"its child manifest {sorted(denied)[0]}"

@@ -70,6 +70,8 @@ class GpgKey:
     expires: datetime | None
     revoked: bool
     user_ids: tuple[str, ...]
+    # Expiry of each subkey, in the order of subkey_fingerprints.
+    subkey_expires: tuple[datetime | None, ...] = ()
 
     @property
     def key_id(self) -> str:
@@ -145,6 +147,8 @@ def inspect_gpg_key(armored: str) -> GpgKey:
         expires=_epoch(key.get("expires", "")),
         revoked=key.get("trust") == "r",
         user_ids=tuple(key.get("uids", [])),
+        subkey_expires=tuple(_epoch(key.get("subkey_info", {}).get(sub[0], {}).get("expires", ""))
+                             for sub in key.get("subkeys", [])),
     )
 
 
