@@ -220,7 +220,8 @@ def _serve_in_cluster(args: argparse.Namespace, registry_settings: RegistrySetti
     def follow(in_loop: InLoop, install: Callable[[PolicySet], None]) -> Callable[[], None]:
         return source.follow(in_loop, install, reload_tls if tls_from_cluster else None)
 
-    app = create_app(WebhookConfig(None, registry_settings, settings, follow=follow))
+    app = create_app(WebhookConfig(None, registry_settings, settings, follow=follow,
+                                   namespace_labels=source.namespace_labels))
     server_config = uvicorn.Config(app, host=args.host, port=args.port, ssl_certfile=str(cert),
                                    ssl_keyfile=str(key), ssl_ciphers=MODERN_CIPHERS, log_config=None,
                                    access_log=False, timeout_graceful_shutdown=10)

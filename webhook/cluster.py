@@ -54,14 +54,16 @@ def _decoded(secret: Any) -> dict[str, bytes]:
     return {key: base64.b64decode(value) for key, value in (secret.data or {}).items()}
 
 
-class SecretFollower:
-    """Calls `changed(data)` with a Secret's data at start and after every change (None: it does not exist)."""
+class ObjectWatcher:
+    """Lists objects, then watches from that list's resourceVersion; lists again after every watch timeout or
+    error, so nothing is missed for long. `on_list` gets the full listing, `on_event` each change after it."""
 
-    def __init__(self, core: client.CoreV1Api, namespace: str, name: str,
-                 changed: Callable[[SecretData | None], None]) -> None:
-        self.core, self.namespace, self.name, self.changed = core, namespace, name, changed
+    def __init__(self, what: str, list_objects: Callable[..., Any], on_list: Callable[[list[Any]], None],
+                 on_event: Callable[[str, Any], None], **list_arguments: Any) -> None:
+        self.what, self.list_objects, self.list_arguments = what, list_objects, list_arguments
+        self.on_list, self.on_event = on_list, on_event
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"follow-{name}", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"watch {what}", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
@@ -70,29 +72,61 @@ class SecretFollower:
         self._stop.set()
 
     def _run(self) -> None:
-        selector = f"metadata.name={self.name}"
         while not self._stop.is_set():
             try:
-                listing = self.core.list_namespaced_secret(self.namespace, field_selector=selector)
-                self.changed(_decoded(listing.items[0]) if listing.items else None)
+                listing = self.list_objects(**self.list_arguments)
+                self.on_list(listing.items)
                 stream = watch.Watch().stream(
-                    self.core.list_namespaced_secret, self.namespace, field_selector=selector,
-                    resource_version=listing.metadata.resource_version, timeout_seconds=WATCH_TIMEOUT_SECONDS)
+                    self.list_objects, resource_version=listing.metadata.resource_version,
+                    timeout_seconds=WATCH_TIMEOUT_SECONDS, **self.list_arguments)
                 for event in stream:
                     if self._stop.is_set():
                         return
-                    if event["type"] in ("ADDED", "MODIFIED"):
-                        self.changed(_decoded(event["object"]))
-                    elif event["type"] == "DELETED":
-                        self.changed(None)
-                    else:  # ERROR (e.g. 410 Gone): start again from a fresh list
-                        break
+                    if event["type"] not in ("ADDED", "MODIFIED", "DELETED"):
+                        break  # ERROR (e.g. 410 Gone): start again from a fresh list
+                    self.on_event(event["type"], event["object"])
             except ApiException as exc:
-                log.warning("following Secret %s/%s: %s %s", self.namespace, self.name, exc.status, exc.reason)
+                log.warning("watching %s: %s %s", self.what, exc.status, exc.reason)
                 self._stop.wait(RETRY_SECONDS)
             except Exception as exc:
-                log.warning("following Secret %s/%s: %s", self.namespace, self.name, exc)
+                log.warning("watching %s: %s", self.what, exc)
                 self._stop.wait(RETRY_SECONDS)
+
+
+def follow_secret(core: client.CoreV1Api, namespace: str, name: str,
+                  changed: Callable[[SecretData | None], None]) -> ObjectWatcher:
+    """Calls `changed(data)` with a Secret's data at start and after every change (None: it does not exist)."""
+    return ObjectWatcher(
+        f"Secret {namespace}/{name}", core.list_namespaced_secret,
+        on_list=lambda items: changed(_decoded(items[0]) if items else None),
+        on_event=lambda kind, secret: changed(None if kind == "DELETED" else _decoded(secret)),
+        namespace=namespace, field_selector=f"metadata.name={name}")
+
+
+class NamespaceLabels:
+    """The labels of every namespace, kept current by a watch, for TrustPolicy namespaceSelectors.
+
+    Until the first listing arrives (or for a namespace it has not seen yet) the labels are unknown, and an
+    unknown namespace is never exempted by a selector.
+    """
+
+    def __init__(self, core: client.CoreV1Api) -> None:
+        self._labels: dict[str, dict[str, str]] = {}
+        self.watcher = ObjectWatcher("Namespaces", core.list_namespace, self._listed, self._changed)
+
+    def _listed(self, namespaces: list[Any]) -> None:
+        self._labels = {namespace.metadata.name: dict(namespace.metadata.labels or {}) for namespace in namespaces}
+
+    def _changed(self, kind: str, namespace: Any) -> None:
+        labels = dict(self._labels)  # replaced whole: readers on the event loop never see a half update
+        if kind == "DELETED":
+            labels.pop(namespace.metadata.name, None)
+        else:
+            labels[namespace.metadata.name] = dict(namespace.metadata.labels or {})
+        self._labels = labels
+
+    async def __call__(self, namespace: str) -> Mapping[str, str] | None:
+        return self._labels.get(namespace)
 
 
 class BundleLoader:
@@ -167,6 +201,7 @@ class ClusterSource:
         self.namespace = namespace
         self.core = client.CoreV1Api()
         self.tls = TlsFiles()
+        self.namespace_labels = NamespaceLabels(self.core)
 
     def wait_for_tls(self) -> tuple[Path, Path]:
         """Block until the controller has issued the serving certificate; return (cert, key) paths."""
@@ -189,14 +224,15 @@ class ClusterSource:
         """Start following the bundle (and the TLS Secret when `reload_tls` is given); return a stopper."""
         verifiers = discover_verifiers()
         loader = BundleLoader(lambda policies: in_loop(lambda: install(policies)), verifiers)
-        followers = [SecretFollower(self.core, self.namespace, BUNDLE_SECRET, loader.changed)]
+        followers = [follow_secret(self.core, self.namespace, BUNDLE_SECRET, loader.changed),
+                     self.namespace_labels.watcher]
         if reload_tls is not None:
             def tls_changed(data: SecretData | None) -> None:
                 if self.tls.write(data):
                     log.info("serving certificate from Secret %s changed; reloading it", TLS_SECRET)
                     in_loop(lambda: reload_tls(self.tls.cert, self.tls.key))
 
-            followers.append(SecretFollower(self.core, self.namespace, TLS_SECRET, tls_changed))
+            followers.append(follow_secret(self.core, self.namespace, TLS_SECRET, tls_changed))
         for follower in followers:
             follower.start()
 

@@ -60,7 +60,7 @@ def _user_bindings() -> list[dict[str, Any]]:
                 "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}]}
 
     return [binding("ClusterRole", "trustgate-controller"), binding("Role", "trustgate-controller", NAMESPACE),
-            binding("Role", "trustgate-webhook", NAMESPACE)]
+            binding("ClusterRole", "trustgate-webhook"), binding("Role", "trustgate-webhook", NAMESPACE)]
 
 
 @pytest.fixture(scope="session")

@@ -25,8 +25,8 @@ from tests.helpers import trust_policy
 WEBHOOK_NAME = "validate.trustgate.dev"
 
 
-def _pod(name: str, image: str) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "default"},
+def _pod(name: str, image: str, namespace: str = "default") -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": namespace},
             "spec": {"containers": [{"name": "app", "image": image}]}}
 
 
@@ -47,8 +47,8 @@ def _validating_configuration(port: int) -> dict[str, Any]:
     }
 
 
-def _mutating_configuration(port: int) -> dict[str, Any]:
-    """Registered only to show its caBundle is managed too; it matches nothing these tests create."""
+def _mutating_configuration(port: int, resource: str = "limitranges") -> dict[str, Any]:
+    """By default registered only to show its caBundle is managed too, matching nothing the tests create."""
     return {
         "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
         "metadata": {"name": "trustgate"},
@@ -56,7 +56,9 @@ def _mutating_configuration(port: int) -> dict[str, Any]:
             "name": "mutate.trustgate.dev",
             "clientConfig": {"url": f"https://127.0.0.1:{port}/mutate"},
             "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"],
-                       "resources": ["limitranges"]}],
+                       "resources": [resource]}],
+            "namespaceSelector": {"matchExpressions": [
+                {"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": [NAMESPACE]}]},
             "failurePolicy": "Fail", "sideEffects": "None", "admissionReviewVersions": ["v1"],
         }],
     }
@@ -109,9 +111,10 @@ class Webhook:
         return generation
 
 
-def _create_pod(cluster: ApiServer, name: str, image: str, *, dry_run: bool = False) -> tuple[bool, str]:
+def _create_pod(cluster: ApiServer, name: str, image: str, *, dry_run: bool = False,
+                namespace: str = "default") -> tuple[bool, str]:
     args = ["create", "-f", "-"] + (["--dry-run=server"] if dry_run else [])
-    completed = cluster.kubectl(*args, input=yaml.safe_dump(_pod(name, image)), check=False)
+    completed = cluster.kubectl(*args, input=yaml.safe_dump(_pod(name, image, namespace)), check=False)
     return completed.returncode == 0, completed.stderr
 
 
