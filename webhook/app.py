@@ -1,4 +1,5 @@
-"""The FastAPI webhook: `POST /validate`, `POST /mutate` (digest pinning), `GET /healthz`, `GET /readyz`.
+"""The FastAPI webhook: `POST /validate`, `POST /mutate` (digest pinning), `GET /healthz`, `GET /readyz`,
+`GET /metrics` (Prometheus).
 
 Every AdmissionReview gets an answer: a malformed body is a 400 with a message, and any fault during
 verification denies the images concerned (the pipeline fails closed), never a 500 that a `failurePolicy:
@@ -14,7 +15,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 
 from webhook.admission import (
     AUDIT_POLICY_GENERATION,
@@ -33,6 +35,13 @@ from webhook.registry.client import RegistryClient, RegistrySettings
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 3 * 1024 * 1024  # the API server's own request limit
+
+ADMISSIONS = Counter("trustgate_admission_reviews", "AdmissionReviews answered, by webhook and outcome",
+                     ["webhook", "outcome"])
+IMAGE_VERDICTS = Counter("trustgate_image_verdicts", "Image verdicts, by webhook and outcome", ["webhook", "outcome"])
+POLICY_VIOLATIONS = Counter("trustgate_policy_violations",
+                            "Images that failed a TrustPolicy, by policy and mode (audit and warn included); "
+                            "dry-run requests are not counted", ["policy", "mode"])
 RELEASE_GRACE_SECONDS = 5.0
 
 
@@ -101,6 +110,10 @@ def create_app(config: WebhookConfig) -> FastAPI:
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
     @app.get("/readyz")
     async def readyz() -> JSONResponse:
         if state.pipeline is None:
@@ -138,19 +151,26 @@ def create_app(config: WebhookConfig) -> FastAPI:
         verdicts = await pipeline.verify_images([image.image for image in images], context)
         where = {image.image: image.field_path for image in images}
         generation = pipeline.policies.generation
+        webhook = "mutate" if mutating else "validate"
         for verdict in verdicts:
-            log.info("%s %s %s/%s %s %s (policy generation %s): %s%s", "mutate" if mutating else "validate",
-                     review.uid, review.namespace, review.name or "(generated)", where[verdict.image], verdict.image,
-                     verdict.generation, "admitted" if verdict.allowed else "denied " + "; ".join(verdict.reasons),
+            log.info("%s %s %s/%s %s %s (policy generation %s): %s%s", webhook, review.uid, review.namespace,
+                     review.name or "(generated)", where[verdict.image], verdict.image, verdict.generation,
+                     "admitted" if verdict.allowed else "denied " + "; ".join(verdict.reasons),
                      " (dry run)" if review.dry_run else "")
+            IMAGE_VERDICTS.labels(webhook, "admitted" if verdict.allowed else "denied").inc()
+            if not review.dry_run:
+                for policy, mode in verdict.violations:
+                    POLICY_VIOLATIONS.labels(policy, mode).inc()
         warnings = [warning for verdict in verdicts for warning in verdict.warnings]
         audit = {AUDIT_POLICY_GENERATION: str(generation)}  # which policy generation decided
         denied = {verdict.image: verdict for verdict in verdicts if not verdict.allowed}
         if denied:
             message = fit_message([f"image {verdict.image} ({where[verdict.image]}) denied: "
                                    + "; ".join(verdict.reasons) for verdict in denied.values()])
+            ADMISSIONS.labels(webhook, "denied").inc()
             return JSONResponse(review_response(review.uid, False, message, warnings, audit_annotations=audit))
         patch = digest_pins(images, verdicts) if mutating else []
+        ADMISSIONS.labels(webhook, "admitted").inc()
         return JSONResponse(review_response(review.uid, True, warnings=warnings, patch=patch,
                                             audit_annotations=audit))
 

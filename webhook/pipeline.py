@@ -90,6 +90,8 @@ class ImageVerdict:
     generation: int | None = None
     # May the mutating webhook pin this image to `digest`? (verified, and no matching policy opted out)
     pinnable: bool = False
+    # (policy name, mode) of every matching policy that failed, whatever its mode made of it.
+    violations: tuple[tuple[str, str], ...] = ()
 
     @property
     def reasons(self) -> list[str]:
@@ -209,7 +211,8 @@ class Pipeline:
         allowed = all(policy.mode != "enforce" for policy, _ in failed)
         pinnable = allowed and digest is not None and all(policy.mutate_digest for policy in policies)
         return self._verdict(image, result, allowed=allowed, digest=digest, reference=reference,
-                             warnings=tuple(warnings), pinnable=pinnable)
+                             warnings=tuple(warnings), pinnable=pinnable,
+                             violations=tuple((policy.name, policy.mode) for policy, _ in failed))
 
     async def _resolve(self, reference: ImageReference) -> ResolvedImage:
         """The manifest a reference names, asking the registry once for any number of concurrent callers."""
