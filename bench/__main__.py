@@ -27,12 +27,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
+
 from bench import load
 from bench.proxy import start_delay_proxy
 from bench.world import FORMATS, Format, Image, World, world
 from tests.e2e import infra
 
 RESULTS = Path(__file__).parent / "RESULTS.md"
+SCENARIOS = ("warm", "cold", "coalesce", "rollout", "slow")
 
 WARM_ROUNDS = 5
 WARM_SECONDS = 5.0
@@ -87,8 +90,8 @@ def warm(report: Report, trustgate: load.Server, floor: load.Server, images: Seq
     body = load.review("warm", *(image.by_digest for image in images))
 
     async def prime() -> load.LoadResult:
-        async with load.client(trustgate, 1) as http:
-            return await load.admit_all(http, trustgate.url, [body], 1)
+        async with load.connections(trustgate, 1) as clients:
+            return await load.admit_all(clients, trustgate.url, [body])
 
     primed = asyncio.run(prime())
     if primed.errors:
@@ -155,19 +158,19 @@ def _time_cli(command: list[str], env: dict[str, str]) -> float:
 def cold(report: Report, trustgate: load.Server, world: World, images: dict[Format, list[Image]]) -> None:
     timings: dict[Format, list[tuple[float, float]]] = {image_format: [] for image_format in FORMATS}
 
-    async def admit_one(http: object, image: Image) -> float:
-        result = await load.admit_all(http, trustgate.url, [_pod_images(image.by_digest)], 1)  # type: ignore[arg-type]
+    async def admit_one(clients: list[httpx.AsyncClient], image: Image) -> float:
+        result = await load.admit_all(clients, trustgate.url, [_pod_images(image.by_digest)])
         if result.errors:
             raise RuntimeError(f"cold image {image.by_digest} not admitted: {result.errors}")
         return result.latencies[0]
 
     async def run() -> None:
-        async with load.client(trustgate, 1) as http:
-            await load.warm_up(http, trustgate.url, 1)
+        async with load.connections(trustgate, 1) as clients:
+            await load.warm_up(clients, trustgate.url)
             for index in range(COLD_IMAGES_PER_FORMAT):
                 for image_format in FORMATS:
                     image = images[image_format][index]
-                    ours = await admit_one(http, image)
+                    ours = await admit_one(clients, image)
                     theirs = _time_cli(*world.reference_cli(image))
                     timings[image_format].append((ours, theirs))
 
@@ -226,8 +229,8 @@ def coalesce(report: Report, trustgate: load.Server, world: World, burst: dict[F
             lookaside_before = len(world.lookaside_requests)
 
             async def run(bodies: list[bytes] = bodies) -> load.LoadResult:
-                async with load.client(trustgate, len(bodies)) as http:
-                    return await load.admit_all(http, trustgate.url, bodies, len(bodies))
+                async with load.connections(trustgate, len(bodies)) as clients:
+                    return await load.admit_all(clients, trustgate.url, bodies)
 
             result = asyncio.run(run())
             time.sleep(0.5)  # the registry writes its access log asynchronously
@@ -263,8 +266,9 @@ def rollout(report: Report, world: World, config: Path, images: Sequence[Image],
     with load.serving(load.trustgate_serve(config, [world.registry.host]), work / "rollout",
                       work / "trustgate-rollout.log") as trustgate:
         async def run() -> load.LoadResult:
-            async with load.client(trustgate, ROLLOUT_CONCURRENCY) as http:
-                return await load.admit_all(http, trustgate.url, bodies, ROLLOUT_CONCURRENCY)
+            async with load.connections(trustgate, ROLLOUT_CONCURRENCY) as clients:
+                await load.warm_up(clients, trustgate.url)
+                return await load.admit_all(clients, trustgate.url, bodies)
 
         result = asyncio.run(run())
         rss = trustgate.peak_rss_mib()
@@ -307,10 +311,10 @@ def slow(report: Report, world: World, work: Path) -> None:
             with load.serving(load.trustgate_serve(config, [proxy.host]), work / "slow",
                               work / "trustgate-slow.log") as trustgate:
                 async def run() -> load.LoadResult:
-                    async with load.client(trustgate, SLOW_IMAGES) as http:
-                        await load.warm_up(http, trustgate.url, SLOW_IMAGES)
+                    async with load.connections(trustgate, SLOW_IMAGES) as clients:
+                        await load.warm_up(clients, trustgate.url)
                         bodies = [_pod_images(f"{image.repository}:v1") for image in images]
-                        return await load.admit_all(http, trustgate.url, bodies, SLOW_IMAGES)
+                        return await load.admit_all(clients, trustgate.url, bodies)
 
                 result = asyncio.run(run())
         finally:
@@ -345,7 +349,6 @@ def versions() -> list[str]:
         return text.splitlines()[0] if text else "unknown"
 
     import fastapi
-    import httpx
     import uvicorn
 
     cosign = next((line for line in first_line("cosign", "version").splitlines()), "")
@@ -363,7 +366,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", type=Path, default=RESULTS, help="where to write the results (Markdown)")
+    parser.add_argument("--only", action="append", choices=SCENARIOS, metavar="SCENARIO",
+                        help=f"run only this scenario (repeatable; one of {', '.join(SCENARIOS)})")
     args = parser.parse_args(argv)
+    chosen = set(args.only or SCENARIOS)
     started = time.monotonic()
     report = Report()
     machine = load.machine()
@@ -371,26 +377,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         work = Path(temporary)
         with world(work) as here:
             print("publishing and signing images ...", flush=True)
-            wanted: list[tuple[Format, str]] = [(f, "warm") for f in FORMATS]
-            wanted += [(f, f"cold-{index}") for f in FORMATS for index in range(COLD_IMAGES_PER_FORMAT)]
-            wanted += [(f, name) for f in FORMATS for name in ("burst", "pod")]
-            wanted += [(FORMATS[index % len(FORMATS)], f"rollout-{index}") for index in range(ROLLOUT_IMAGES)]
+            wanted: list[tuple[Format, str]] = []
+            if "warm" in chosen:
+                wanted += [(f, "warm") for f in FORMATS]
+            if "cold" in chosen:
+                wanted += [(f, f"cold-{index}") for f in FORMATS for index in range(COLD_IMAGES_PER_FORMAT)]
+            if "coalesce" in chosen:
+                wanted += [(f, name) for f in FORMATS for name in ("burst", "pod")]
+            if "rollout" in chosen:
+                wanted += [(FORMATS[index % len(FORMATS)], f"rollout-{index}") for index in range(ROLLOUT_IMAGES)]
             published = here.publish_many(wanted)
             by_name = {(image.format, image.repository.rsplit("/", 1)[1]): image for image in published}
             config = here.trustgate_config("config")
             print(f"published {len(published)} images in {time.monotonic() - started:.0f} s", flush=True)
-            with load.serving(load.trustgate_serve(config, [here.registry.host]), work / "trustgate",
-                              work / "trustgate.log") as trustgate, \
-                    load.serving(load.FLOOR, work / "floor", work / "floor.log") as floor:
-                warm(report, trustgate, floor, [by_name[(f, "warm")] for f in FORMATS], work)
-                cold(report, trustgate, here,
-                     {f: [by_name[(f, f"cold-{index}")] for index in range(COLD_IMAGES_PER_FORMAT)] for f in FORMATS})
-                coalesce(report, trustgate, here, {f: by_name[(f, "burst")] for f in FORMATS},
-                         {f: by_name[(f, "pod")] for f in FORMATS})
-            rollout(report, here, config,
-                    [by_name[(FORMATS[index % len(FORMATS)], f"rollout-{index}")] for index in range(ROLLOUT_IMAGES)],
-                    work)
-            slow(report, here, work)
+            if chosen & {"warm", "cold", "coalesce"}:
+                with load.serving(load.trustgate_serve(config, [here.registry.host]), work / "trustgate",
+                                  work / "trustgate.log") as trustgate, \
+                        load.serving(load.FLOOR, work / "floor", work / "floor.log") as floor:
+                    if "warm" in chosen:
+                        warm(report, trustgate, floor, [by_name[(f, "warm")] for f in FORMATS], work)
+                    if "cold" in chosen:
+                        cold(report, trustgate, here, {
+                            f: [by_name[(f, f"cold-{index}")] for index in range(COLD_IMAGES_PER_FORMAT)]
+                            for f in FORMATS})
+                    if "coalesce" in chosen:
+                        coalesce(report, trustgate, here, {f: by_name[(f, "burst")] for f in FORMATS},
+                                 {f: by_name[(f, "pod")] for f in FORMATS})
+            if "rollout" in chosen:
+                rollout(report, here, config, [by_name[(FORMATS[index % len(FORMATS)], f"rollout-{index}")]
+                                               for index in range(ROLLOUT_IMAGES)], work)
+            if "slow" in chosen:
+                slow(report, here, work)
     write_results(args.output, machine, report, time.monotonic() - started)
     print(f"wrote {args.output}", flush=True)
     return 0

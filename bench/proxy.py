@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -34,7 +34,7 @@ class _DelayHandler(BaseHTTPRequestHandler):
     def _forward(self) -> None:
         time.sleep(self.proxy.delay_seconds)
         headers = {key: value for key, value in self.headers.items() if key.lower() in FORWARDED_REQUEST_HEADERS}
-        answer = httpx.request(self.command, f"{self.proxy.upstream}{self.path}", headers=headers)
+        answer = self.proxy.client.request(self.command, f"{self.proxy.upstream}{self.path}", headers=headers)
         self.send_response(answer.status_code)
         for key, value in answer.headers.items():
             if key.lower() in FORWARDED_RESPONSE_HEADERS:
@@ -52,6 +52,10 @@ class DelayProxy:
     upstream: str
     delay_seconds: float
     server: ThreadingHTTPServer | None = None
+    # One pooled client for every forwarding thread: a client per request would spend the proxy's CPU on TLS
+    # context setup, and a busy proxy would be measured as a slow registry.
+    client: httpx.Client = field(default_factory=lambda: httpx.Client(
+        limits=httpx.Limits(max_connections=256, max_keepalive_connections=256), timeout=30))
 
     @property
     def host(self) -> str:
@@ -66,13 +70,21 @@ class DelayProxy:
         if self.server is not None:
             self.server.shutdown()
             self.server.server_close()
+        self.client.close()
+
+
+class BackloggedServer(ThreadingHTTPServer):
+    """A threading HTTP server whose listen backlog takes a burst of connections (the default of 5 drops SYNs,
+    and a client's retransmission a second later would be measured as server latency)."""
+
+    request_queue_size = 1024
+    daemon_threads = True
 
 
 def start_delay_proxy(upstream: str, delay_seconds: float, port: int = 0) -> DelayProxy:
     proxy = DelayProxy(upstream, delay_seconds)
     handler = type("Handler", (_DelayHandler,), {"proxy": proxy})
-    server = ThreadingHTTPServer(("127.0.0.1", port), handler)
-    server.daemon_threads = True
+    server = BackloggedServer(("127.0.0.1", port), handler)
     proxy.server = server
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return proxy

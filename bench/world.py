@@ -16,10 +16,10 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from functools import partial
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Literal
 
+from bench.proxy import BackloggedServer
 from tests.e2e import infra
 from tests.e2e.conftest import write_config
 from tests.helpers import key_store, trust_policy
@@ -177,7 +177,7 @@ def world(directory: Path) -> Iterator[World]:
         handler = type("Handler", (CountingHandler,), {"requests": requests, "requests_lock": threading.Lock()})
         root = directory / "lookaside"
         root.mkdir(parents=True)
-        server = ThreadingHTTPServer(("127.0.0.1", 0), partial(handler, directory=str(root)))
+        server = BackloggedServer(("127.0.0.1", 0), partial(handler, directory=str(root)))
         threading.Thread(target=server.serve_forever, daemon=True).start()
         lookaside = infra.Lookaside(root, server)
         stack.callback(lookaside.stop)

@@ -49,7 +49,7 @@ class VerifySettings:
     # Failures are remembered briefly, so a burst of admissions of a bad image costs one verification.
     failure_cache_seconds: float = 5.0
     cache_entries: int = 10_000
-    max_parallel_per_registry: int = 16
+    max_parallel_per_registry: int = 64
 
 
 # Manifests are immutable by digest; they are kept for a day, bounded by count (each may be up to 4 MiB).
