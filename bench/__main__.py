@@ -157,6 +157,7 @@ def _time_cli(command: list[str], env: dict[str, str]) -> float:
 
 def cold(report: Report, trustgate: load.Server, world: World, images: dict[Format, list[Image]]) -> None:
     timings: dict[Format, list[tuple[float, float]]] = {image_format: [] for image_format in FORMATS}
+    round_trips: dict[Format, list[int]] = {image_format: [] for image_format in FORMATS}
 
     async def admit_one(clients: list[httpx.AsyncClient], image: Image) -> float:
         result = await load.admit_all(clients, trustgate.url, [_pod_images(image.by_digest)])
@@ -170,7 +171,12 @@ def cold(report: Report, trustgate: load.Server, world: World, images: dict[Form
             for index in range(COLD_IMAGES_PER_FORMAT):
                 for image_format in FORMATS:
                     image = images[image_format][index]
+                    offset = world.registry.log_path.stat().st_size
+                    lookaside_before = len(world.lookaside_requests)
                     ours = await admit_one(clients, image)
+                    await asyncio.sleep(0.2)  # the registry writes its access log asynchronously
+                    round_trips[image_format].append(len(trustgate_requests(world.registry.log_path, offset))
+                                                     + len(world.lookaside_requests) - lookaside_before)
                     theirs = _time_cli(*world.reference_cli(image))
                     timings[image_format].append((ours, theirs))
 
@@ -182,15 +188,21 @@ def cold(report: Report, trustgate: load.Server, world: World, images: dict[Form
         f"{COLD_IMAGES_PER_FORMAT} never-seen digests per format. trustgate: one AdmissionReview over an open "
         "HTTPS connection (the server-side work plus one local round trip). Reference: the CLI's wall time "
         "verifying the same image right after, process start included (that is what the CLI costs).", "",
-        "| format | reference CLI | trustgate median | CLI median | median ratio (trustgate / CLI) |",
-        "| --- | --- | --- | --- | --- |")
+        "| format | reference CLI | trustgate median | CLI median | median ratio (trustgate / CLI) | "
+        "trustgate's registry + lookaside requests |",
+        "| --- | --- | --- | --- | --- | --- |")
     for image_format in FORMATS:
         pairs = timings[image_format]
         ratio = statistics.median(ours / theirs for ours, theirs in pairs)
-        report.add(f"| {image_format} | {clis[image_format]} | {_ms(statistics.median(p[0] for p in pairs))} | "
-                   f"{_ms(statistics.median(p[1] for p in pairs))} | {ratio:.2f} |")
+        ours, theirs = statistics.median(p[0] for p in pairs), statistics.median(p[1] for p in pairs)
+        requests = statistics.median(round_trips[image_format])
+        report.add(f"| {image_format} | {clis[image_format]} | {_ms(ours)} | {_ms(theirs)} | {ratio:.2f} | "
+                   f"{requests:g} |")
+        why = (f"; trustgate's {_ms(ours)} is {requests:g} registry/lookaside requests made one after another "
+               "(each needs the previous answer) through a Python HTTP client, plus verification in a worker "
+               f"thread; meeting the target needs {_ms(theirs * TARGET_COLD_RATIO)} in all")
         report.target(f"cold {image_format} <= 1/3 of the reference CLI", ratio <= TARGET_COLD_RATIO,
-                      f"ratio {ratio:.2f} (target 0.33)")
+                      f"ratio {ratio:.2f} (target 0.33)" + ("" if ratio <= TARGET_COLD_RATIO else why))
     report.add("")
 
 
