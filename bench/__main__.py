@@ -351,26 +351,27 @@ def slow(report: Report, world: World, work: Path) -> None:
 
 
 def versions() -> list[str]:
-    def first_line(*command: str) -> str:
+    def version(*command: str, line: str = "") -> str:
+        """The first line of a tool's version output (the first one starting with `line`, if given)."""
         try:
             output = subprocess.run([infra.tool(command[0]), *command[1:]], capture_output=True, text=True,
                                     timeout=30, check=False)
         except (infra.MissingToolError, subprocess.TimeoutExpired):
             return "unknown"
-        text = (output.stdout or output.stderr).strip()
-        return text.splitlines()[0] if text else "unknown"
+        lines = [text.strip() for text in (output.stdout + output.stderr).splitlines() if text.strip()]
+        return next((text for text in lines if text.lower().startswith(line.lower())), "unknown")
 
     import fastapi
     import uvicorn
 
-    cosign = next((line for line in first_line("cosign", "version").splitlines()), "")
     return [
         f"- Python {platform.python_version()}, FastAPI {fastapi.__version__}, uvicorn {uvicorn.__version__}, "
         f"httpx {httpx.__version__}",
-        f"- {first_line('docker-registry', '--version')}",
-        f"- {first_line('skopeo', '--version')}; {first_line('gpg', '--version')}",
-        f"- cosign: {cosign or first_line('cosign', 'version')}; {first_line('notation', 'version')}",
-        f"- {first_line('wrk', '--version')}",
+        f"- {version('docker-registry', '--version')}",
+        f"- {version('skopeo', '--version')}; {version('gpg', '--version')}",
+        f"- cosign {version('cosign', 'version', line='GitVersion')}; "
+        f"notation {version('notation', 'version', line='Version')}",
+        f"- {version('wrk', '--version')}",
     ]
 
 
