@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test unit e2e e2e-cluster lint crds deps venv clean
+.PHONY: run test unit e2e e2e-cluster bench lint crds deps venv clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import ensurepip' 2>/dev/null || (apt-get update -qq && apt-get install -y -qq python3-venv)
@@ -36,8 +36,13 @@ e2e-cluster: deps $(STAMP)
 	scripts/install-kubectl.sh
 	$(BIN)/pytest tests/cluster
 
+# Benchmarks against real components (about 10 minutes); writes bench/RESULTS.md. Not part of `make test`.
+bench: $(STAMP)
+	scripts/install-bench-deps.sh
+	$(BIN)/python -m bench
+
 lint: $(STAMP)
-	$(BIN)/ruff check webhook controller tests
+	$(BIN)/ruff check webhook controller tests bench
 	$(BIN)/mypy
 
 crds: $(STAMP)

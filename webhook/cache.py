@@ -30,6 +30,9 @@ class ExpiringLRU(Generic[K, V]):
         self.max_entries = max_entries
         self._clock = clock
         self._entries: OrderedDict[K, tuple[float, V]] = OrderedDict()
+        # Bound once: looking a labelled child up on every call costs more than the lookup it counts.
+        self._hits = CACHE_LOOKUPS.labels(name, "hit")
+        self._misses = CACHE_LOOKUPS.labels(name, "miss")
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -39,10 +42,10 @@ class ExpiringLRU(Generic[K, V]):
         if entry is None or entry[0] <= self._clock():
             if entry is not None:
                 del self._entries[key]
-            CACHE_LOOKUPS.labels(self.name, "miss").inc()
+            self._misses.inc()
             return None
         self._entries.move_to_end(key)
-        CACHE_LOOKUPS.labels(self.name, "hit").inc()
+        self._hits.inc()
         return entry[1]
 
     def put(self, key: K, value: V, ttl_seconds: float) -> None:

@@ -12,12 +12,14 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from webhook.config import ConfigFileError, load_resources
 from webhook.pipeline import ImageVerdict, Pipeline, VerifySettings
 from webhook.policy.compile import PolicySet, compile_policy_set
 from webhook.registry.auth import CredentialsError, load_docker_config
 from webhook.registry.client import RegistryClient, RegistrySettings
+from webhook.tls import MODERN_CIPHERS
 
 log = logging.getLogger("trustgate")
 
@@ -174,11 +176,18 @@ def run_verify(args: argparse.Namespace) -> int:
     return EXIT_ADMITTED if allowed else EXIT_DENIED
 
 
+def server_options(host: str, port: int, cert: Path, key: Path) -> dict[str, Any]:
+    """How `serve` runs uvicorn (also what the benchmark's floor endpoint runs with, so they compare)."""
+    return {"host": host, "port": port, "ssl_certfile": str(cert), "ssl_keyfile": str(key),
+            "ssl_ciphers": MODERN_CIPHERS, "log_config": None, "access_log": False,
+            "timeout_graceful_shutdown": 10}
+
+
 def run_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from webhook.app import WebhookConfig, create_app
-    from webhook.tls import MODERN_CIPHERS, write_self_signed
+    from webhook.tls import write_self_signed
 
     registry_settings, settings = _settings(args)
     if (args.tls_cert is None) != (args.tls_key is None):
@@ -193,9 +202,7 @@ def run_serve(args: argparse.Namespace) -> int:
         else:
             cert, key = Path(args.tls_cert), Path(args.tls_key)
         app = create_app(WebhookConfig(policies, registry_settings, settings))
-        uvicorn.run(app, host=args.host, port=args.port, ssl_certfile=str(cert), ssl_keyfile=str(key),
-                    ssl_ciphers=MODERN_CIPHERS, log_config=None, access_log=False,
-                    timeout_graceful_shutdown=10)
+        uvicorn.run(app, **server_options(args.host, args.port, cert, key))
     finally:
         policies.close()
     return 0
@@ -207,7 +214,6 @@ def _serve_in_cluster(args: argparse.Namespace, registry_settings: RegistrySetti
 
     from webhook.app import InLoop, WebhookConfig, create_app
     from webhook.cluster import ClusterSource
-    from webhook.tls import MODERN_CIPHERS
 
     source = ClusterSource(args.namespace)
     tls_from_cluster = args.tls_cert is None
@@ -222,9 +228,7 @@ def _serve_in_cluster(args: argparse.Namespace, registry_settings: RegistrySetti
 
     app = create_app(WebhookConfig(None, registry_settings, settings, follow=follow,
                                    namespace_labels=source.namespace_labels))
-    server_config = uvicorn.Config(app, host=args.host, port=args.port, ssl_certfile=str(cert),
-                                   ssl_keyfile=str(key), ssl_ciphers=MODERN_CIPHERS, log_config=None,
-                                   access_log=False, timeout_graceful_shutdown=10)
+    server_config = uvicorn.Config(app, **server_options(args.host, args.port, cert, key))
     server_config.load()
     uvicorn.Server(server_config).run()
     return 0

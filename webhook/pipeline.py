@@ -11,9 +11,9 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 from webhook.cache import ExpiringLRU, SingleFlight
 from webhook.policy.compile import AuthorityRules, CompiledPolicy, PolicySet
@@ -25,6 +25,15 @@ from webhook.verifiers.base import ResolvedImage, SignatureMaterial
 log = logging.getLogger(__name__)
 
 NoMatch = Literal["deny", "warn", "allow"]
+T = TypeVar("T")
+
+
+async def _all(coroutines: Sequence[Coroutine[Any, Any, T]]) -> list[T]:
+    """The results of all the coroutines, run concurrently. A lone one is awaited in place: the common pod,
+    policy and authority has one of each, and a verdict answered from cache then costs no task."""
+    if len(coroutines) == 1:
+        return [await coroutines[0]]
+    return list(await asyncio.gather(*coroutines))
 
 
 @dataclass(frozen=True)
@@ -40,7 +49,7 @@ class VerifySettings:
     # Failures are remembered briefly, so a burst of admissions of a bad image costs one verification.
     failure_cache_seconds: float = 5.0
     cache_entries: int = 10_000
-    max_parallel_per_registry: int = 16
+    max_parallel_per_registry: int = 64
 
 
 # Manifests are immutable by digest; they are kept for a day, bounded by count (each may be up to 4 MiB).
@@ -52,11 +61,12 @@ class VerificationCaches:
     """State shared by every policy generation a webhook serves: what the registry said, and verdicts (keyed
     by generation, so a new generation never sees the old one's)."""
 
-    def __init__(self, settings: VerifySettings) -> None:
+    def __init__(self, settings: VerifySettings, clock: Callable[[], float] = time.monotonic) -> None:
         self.manifests: ExpiringLRU[tuple[str, str], tuple[bytes, str]] = ExpiringLRU(
-            "manifest", MANIFEST_CACHE_ENTRIES)
-        self.tags: ExpiringLRU[tuple[str, str], str] = ExpiringLRU("tag", settings.cache_entries)
-        self.verdicts: ExpiringLRU[tuple[object, ...], Result] = ExpiringLRU("verdict", settings.cache_entries)
+            "manifest", MANIFEST_CACHE_ENTRIES, clock)
+        self.tags: ExpiringLRU[tuple[str, str], str] = ExpiringLRU("tag", settings.cache_entries, clock)
+        self.verdicts: ExpiringLRU[tuple[object, ...], Result] = ExpiringLRU("verdict", settings.cache_entries,
+                                                                             clock)
         self.resolving: SingleFlight[tuple[str, str], ResolvedImage] = SingleFlight("resolve")
         self.verifying: SingleFlight[tuple[object, ...], Result] = SingleFlight("verdict")
         self._registry_slots: dict[str, asyncio.Semaphore] = {}
@@ -127,7 +137,7 @@ class Pipeline:
                             context: AdmissionContext = UNKNOWN_CONTEXT) -> list[ImageVerdict]:
         """Verify each distinct image once, concurrently; verdicts come back in the order given."""
         distinct = list(dict.fromkeys(images))
-        verdicts = await asyncio.gather(*(self.verify_image(image, context) for image in distinct))
+        verdicts = await _all([self.verify_image(image, context) for image in distinct])
         by_image = dict(zip(distinct, verdicts, strict=True))
         return [by_image[image] for image in images]
 
@@ -174,7 +184,7 @@ class Pipeline:
                                for policy in to_check)
             else:
                 digest = resolved.digest
-                checked = await asyncio.gather(*(self._check_policy(policy, resolved) for policy in to_check))
+                checked = await _all([self._check_policy(policy, resolved) for policy in to_check])
                 results.update((policy.name, result) for policy, result in zip(to_check, checked, strict=True))
         return self._combine(image, reference, digest, policies, [results[policy.name] for policy in policies])
 
@@ -250,8 +260,7 @@ class Pipeline:
             which = "the image" if image.digest in denied else f"its child manifest {sorted(denied)[0]}"
             return Result.fail(subject, "digest.denied",
                                f"{which} is listed in deniedDigests ({image.digest}); never admitted")
-        results = await asyncio.gather(*(self._cached_authority(policy, rules, image)
-                                         for rules in policy.authorities))
+        results = await _all([self._cached_authority(policy, rules, image) for rules in policy.authorities])
         return at_least(subject, policy.threshold, results, what="authorities")
 
     async def _cached_authority(self, policy: CompiledPolicy, rules: AuthorityRules, image: ResolvedImage) -> Result:
