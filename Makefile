@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test unit e2e lint crds deps venv clean reliability fuzz soak
+.PHONY: run test unit e2e e2e-cluster bench lint crds deps venv clean reliability fuzz soak
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import ensurepip' 2>/dev/null || (apt-get update -qq && apt-get install -y -qq python3-venv)
@@ -22,7 +22,7 @@ deps:
 	scripts/install-test-deps.sh
 
 test: deps $(STAMP) lint
-	$(BIN)/pytest tests
+	$(BIN)/pytest tests --ignore=tests/cluster
 
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit
@@ -30,8 +30,19 @@ unit: $(STAMP)
 e2e: deps $(STAMP)
 	$(BIN)/pytest tests/e2e
 
+# A real kube-apiserver 1.20 + etcd on 127.0.0.1 (the build takes about 5 minutes once per machine).
+e2e-cluster: deps $(STAMP)
+	scripts/build-kube-apiserver.sh
+	scripts/install-kubectl.sh
+	$(BIN)/pytest tests/cluster
+
+# Benchmarks against real components (about 10 minutes); writes bench/RESULTS.md. Not part of `make test`.
+bench: $(STAMP)
+	scripts/install-bench-deps.sh
+	$(BIN)/python -m bench
+
 lint: $(STAMP)
-	$(BIN)/ruff check webhook controller tests scripts
+	$(BIN)/ruff check webhook controller tests bench scripts
 	$(BIN)/mypy
 
 # Campaigns that regenerate docs/reliability.md: e2e faults and attack corpus, long fuzzing, soak under faults.

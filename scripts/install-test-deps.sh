@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the real components the test suite runs against, on a fresh Debian/Ubuntu machine.
 # Idempotent: anything already present is left alone.
-#   - Debian packages: docker-registry (CNCF distribution), apache2-utils (htpasswd), skopeo, gnupg, openssl.
+#   - Debian packages: docker-registry (CNCF distribution), apache2-utils (htpasswd), skopeo, gnupg, openssl,
+#     faketime (runs a verification at a later time, to see expired signatures refused).
 #   - cosign and notation: Go binaries that Debian ships only in newer suites. They are downloaded with a
 #     private apt state (the system's sources and package database stay untouched), checked by apt against
 #     Debian's archive keyring, and unpacked into .tools/ of this checkout.
@@ -19,6 +20,7 @@ command -v htpasswd >/dev/null || missing+=(apache2-utils)
 command -v skopeo >/dev/null || missing+=(skopeo)
 command -v gpg >/dev/null || missing+=(gnupg)
 command -v openssl >/dev/null || missing+=(openssl)
+command -v faketime >/dev/null || missing+=(faketime)
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "installing Debian packages: ${missing[*]}"
     sudo_if_needed apt-get update -qq

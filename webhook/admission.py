@@ -25,6 +25,9 @@ MAX_WARNINGS_TOTAL_CHARS = 4096
 POD_CONTAINER_FIELDS = ("initContainers", "containers", "ephemeralContainers")
 # Each distinct image costs registry round trips: an object with more is denied without verifying any.
 MAX_CONTAINERS_PER_POD = 64
+# Audit annotation recording which policy generation decided a review (the API server prefixes the
+# webhook's name).
+AUDIT_POLICY_GENERATION = "policy-generation"
 
 
 class BadReviewError(ValueError):
@@ -204,8 +207,11 @@ def digest_pins(images: Sequence[ContainerImage], verdicts: Sequence[ImageVerdic
 
 
 def review_response(uid: str, allowed: bool, message: str | None = None, warnings: Sequence[str] = (),
-                    patch: Sequence[Mapping[str, str]] = ()) -> dict[str, Any]:
+                    patch: Sequence[Mapping[str, str]] = (),
+                    audit_annotations: Mapping[str, str] | None = None) -> dict[str, Any]:
     response: dict[str, Any] = {"uid": uid, "allowed": allowed}
+    if audit_annotations:
+        response["auditAnnotations"] = dict(audit_annotations)
     if patch:
         response["patchType"] = "JSONPatch"
         response["patch"] = base64.b64encode(json.dumps(list(patch)).encode()).decode()

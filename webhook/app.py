@@ -1,4 +1,5 @@
-"""The FastAPI webhook: `POST /validate`, `POST /mutate` (digest pinning), `GET /healthz`, `GET /readyz`.
+"""The FastAPI webhook: `POST /validate`, `POST /mutate` (digest pinning), `GET /healthz`, `GET /readyz`,
+`GET /metrics` (Prometheus).
 
 Every AdmissionReview gets an answer: a malformed body is a 400 with a message, and any fault during
 verification denies the images concerned (the pipeline fails closed), never a 500 that a `failurePolicy:
@@ -7,15 +8,19 @@ Ignore` would turn into an admission.
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 
 from webhook.admission import (
+    AUDIT_POLICY_GENERATION,
     MAX_CONTAINERS_PER_POD,
     AdmissionRequest,
     BadReviewError,
@@ -25,7 +30,7 @@ from webhook.admission import (
     parse_review,
     review_response,
 )
-from webhook.pipeline import AdmissionContext, Pipeline, VerifySettings
+from webhook.pipeline import AdmissionContext, Pipeline, VerificationCaches, VerifySettings
 from webhook.policy.compile import PolicySet
 from webhook.registry.client import RegistryClient, RegistrySettings
 from webhook.registry.scope import RegistryScope
@@ -34,6 +39,20 @@ log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 3 * 1024 * 1024  # the API server's own request limit
 
+ADMISSIONS = Counter("trustgate_admission_reviews", "AdmissionReviews answered, by webhook and outcome",
+                     ["webhook", "outcome"])
+IMAGE_VERDICTS = Counter("trustgate_image_verdicts", "Image verdicts, by webhook and outcome", ["webhook", "outcome"])
+POLICY_VIOLATIONS = Counter("trustgate_policy_violations",
+                            "Images that failed a TrustPolicy, by policy and mode (audit and warn included); "
+                            "dry-run requests are not counted", ["policy", "mode"])
+RELEASE_GRACE_SECONDS = 5.0
+
+
+# Runs a callable on the webhook's event loop; safe to call from any thread.
+InLoop = Callable[[Callable[[], None]], None]
+# Starts delivering policy updates (in-cluster mode) and returns a function that stops it.
+PolicyFollower = Callable[[InLoop, Callable[[PolicySet], None]], Callable[[], None]]
+
 
 async def _labels_unknown(namespace: str) -> Mapping[str, str] | None:
     return None
@@ -41,9 +60,10 @@ async def _labels_unknown(namespace: str) -> Mapping[str, str] | None:
 
 @dataclass
 class WebhookConfig:
-    policies: PolicySet
+    policies: PolicySet | None
     registry: RegistrySettings
     verify: VerifySettings
+    follow: PolicyFollower | None = None
     # Labels of a namespace for TrustPolicy namespaceSelectors; None when they cannot be read, and then no
     # selector exempts an image.
     namespace_labels: Callable[[str], Awaitable[Mapping[str, str] | None]] = _labels_unknown
@@ -59,13 +79,36 @@ def create_app(config: WebhookConfig) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        registry = RegistryClient(config.registry, scope=RegistryScope.of(config.policies))
-        state.pipeline = Pipeline(config.policies, registry, config.verify)
-        log.info("serving policy generation %d with %d TrustPolicies", config.policies.generation,
-                 len(config.policies.policies))
+        registry = RegistryClient(config.registry)
+        caches = VerificationCaches(config.verify)  # shared across generations; verdicts are keyed by generation
+        loop = asyncio.get_running_loop()
+
+        def install(policies: PolicySet) -> None:
+            """Swap in a whole policy generation; requests in flight finish on the one they started with."""
+            previous = state.pipeline
+            registry.scope = RegistryScope.of(policies)  # only registries the serving policies cover
+            state.pipeline = Pipeline(policies, registry, config.verify, caches=caches)
+            log.info("serving policy generation %d with %d TrustPolicies", policies.generation,
+                     len(policies.policies))
+            if previous is not None:
+                # Its trust material (gpg homes) is released once no request can still be using it.
+                loop.call_later(config.verify.deadline_seconds + RELEASE_GRACE_SECONDS, previous.policies.close)
+
+        if config.policies is not None:
+            install(config.policies)
+
+        def in_loop(call: Callable[[], None]) -> None:
+            loop.call_soon_threadsafe(call)
+
+        stop_following = config.follow(in_loop, install) if config.follow is not None else None
+        # What exists now (modules, the app, the first policies) lives as long as the process: kept out of the
+        # collector's full passes, which otherwise rescan it all and stall requests for tens of milliseconds.
+        gc.freeze()
         try:
             yield
         finally:
+            if stop_following is not None:
+                stop_following()
             state.pipeline = None
             await registry.aclose()
 
@@ -74,6 +117,10 @@ def create_app(config: WebhookConfig) -> FastAPI:
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/readyz")
     async def readyz() -> JSONResponse:
@@ -115,19 +162,31 @@ def create_app(config: WebhookConfig) -> FastAPI:
         context = AdmissionContext(namespace_labels=labels, enforce_require_digest=not mutating)
         verdicts = await pipeline.verify_images([image.image for image in images], context)
         where = {image.image: image.field_path for image in images}
+        generation = pipeline.policies.generation
+        webhook = "mutate" if mutating else "validate"
+        # One line per review (not per image): at admission rates, log writes are a large share of the work.
+        log.info("%s %s %s/%s (policy generation %s)%s: %s", webhook, review.uid, review.namespace,
+                 review.name or "(generated)", generation, " (dry run)" if review.dry_run else "",
+                 "; ".join(f"{where[verdict.image]} {verdict.image} "
+                           + ("admitted" if verdict.allowed else "denied " + "; ".join(verdict.reasons))
+                           for verdict in verdicts))
         for verdict in verdicts:
-            log.info("%s %s %s/%s %s %s: %s%s", "mutate" if mutating else "validate", review.uid, review.namespace,
-                     review.name or "(generated)", where[verdict.image], verdict.image,
-                     "admitted" if verdict.allowed else "denied " + "; ".join(verdict.reasons),
-                     " (dry run)" if review.dry_run else "")
+            IMAGE_VERDICTS.labels(webhook, "admitted" if verdict.allowed else "denied").inc()
+            if not review.dry_run:
+                for policy, mode in verdict.violations:
+                    POLICY_VIOLATIONS.labels(policy, mode).inc()
         warnings = [warning for verdict in verdicts for warning in verdict.warnings]
+        audit = {AUDIT_POLICY_GENERATION: str(generation)}  # which policy generation decided
         denied = {verdict.image: verdict for verdict in verdicts if not verdict.allowed}
         if denied:
             message = fit_message([f"image {verdict.image} ({where[verdict.image]}) denied: "
                                    + "; ".join(verdict.reasons) for verdict in denied.values()])
-            return JSONResponse(review_response(review.uid, False, message, warnings))
+            ADMISSIONS.labels(webhook, "denied").inc()
+            return JSONResponse(review_response(review.uid, False, message, warnings, audit_annotations=audit))
         patch = digest_pins(images, verdicts) if mutating else []
-        return JSONResponse(review_response(review.uid, True, warnings=warnings, patch=patch))
+        ADMISSIONS.labels(webhook, "admitted").inc()
+        return JSONResponse(review_response(review.uid, True, warnings=warnings, patch=patch,
+                                            audit_annotations=audit))
 
     @app.post("/validate")
     async def validate(request: Request) -> JSONResponse:

@@ -1,4 +1,4 @@
-"""`trustgate verify | explain | serve`: thin faces over the same pipeline.
+"""`trustgate verify | explain | serve | controller`: thin faces over the same pipeline (and the controller).
 
 Exit codes of `verify` and `explain`: 0 every image admitted, 1 any image denied, 2 usage or configuration error.
 """
@@ -10,8 +10,9 @@ import asyncio
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from webhook.admission import MAX_CONTAINERS_PER_POD
 from webhook.config import ConfigFileError, load_resources
@@ -21,6 +22,7 @@ from webhook.registry.auth import CredentialsError, load_docker_config
 from webhook.registry.client import RegistryClient, RegistrySettings
 from webhook.registry.network import parse_cidr
 from webhook.registry.scope import RegistryScope
+from webhook.tls import MODERN_CIPHERS
 
 log = logging.getLogger("trustgate")
 
@@ -33,9 +35,10 @@ class UsageError(Exception):
     """A command-line or configuration fault: exit 2 with the message."""
 
 
-def _registry_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, type=Path, metavar="DIR",
-                        help="directory of TrustStore/TrustPolicy manifests (multi-document YAML allowed)")
+def _registry_flags(parser: argparse.ArgumentParser, policies: argparse._ActionsContainer | None = None) -> None:
+    (policies or parser).add_argument(
+        "--config", required=policies is None, type=Path, metavar="DIR",
+        help="directory of TrustStore/TrustPolicy manifests (multi-document YAML allowed)")
     parser.add_argument("--registry-ca", metavar="FILE", help="PEM bundle of extra CAs trusted for registries")
     parser.add_argument("--registry-auth", metavar="DOCKERCONFIGJSON",
                         help="registry credentials in dockerconfigjson format")
@@ -56,6 +59,11 @@ def _registry_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-signatures-per-source", type=int, metavar="N",
                         help="signatures read from each signature source per image (default: 16, 32 for "
                              "cosign .sig tags)")
+    parser.add_argument("--tag-cache-seconds", type=float, default=10.0, metavar="SECONDS",
+                        help="how long a tag keeps resolving to the digest it last had; 0 asks the registry "
+                             "every time (default: 10)")
+    parser.add_argument("--verdict-cache-seconds", type=float, default=600.0, metavar="SECONDS",
+                        help="how long a passing verdict is reused within one policy generation (default: 600)")
     parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
 
 
@@ -76,13 +84,35 @@ def build_parser() -> argparse.ArgumentParser:
     explain.set_defaults(output="text")
 
     serve = commands.add_parser("serve", help="serve the admission webhook over HTTPS")
-    _registry_flags(serve)
+    policy_source = serve.add_mutually_exclusive_group(required=True)
+    policy_source.add_argument(
+        "--namespace", metavar="NS",
+        help="in-cluster mode: follow the policy bundle (and, without --tls-cert, the serving certificate) "
+             "that `trustgate controller --namespace NS` publishes")
+    _registry_flags(serve, policy_source)
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8443)
     serve.add_argument("--tls-cert", metavar="FILE", help="serving certificate (PEM)")
     serve.add_argument("--tls-key", metavar="FILE", help="serving key (PEM)")
     serve.add_argument("--max-containers-per-pod", type=int, default=MAX_CONTAINERS_PER_POD, metavar="N",
                        help="a pod with more containers is denied unverified (default: %(default)s)")
+
+    controller = commands.add_parser(
+        "controller", help="run the controller: TrustStore/TrustPolicy status, policy bundle, webhook TLS")
+    controller.add_argument("--namespace", default="trustgate-system", metavar="NS",
+                            help="namespace of the policy bundle, certificates and leader Lease "
+                                 "(default: trustgate-system)")
+    controller.add_argument("--webhook-configuration", default="trustgate", metavar="NAME",
+                            help="Validating/MutatingWebhookConfiguration whose caBundle is kept current "
+                                 "(default: trustgate)")
+    controller.add_argument("--webhook-service", default="trustgate-webhook", metavar="NAME",
+                            help="Service of the webhook, named in the serving certificate "
+                                 "(default: trustgate-webhook)")
+    controller.add_argument("--webhook-host", action="append", default=[], metavar="HOST",
+                            help="extra DNS name or IP address for the serving certificate (repeatable)")
+    controller.add_argument("--liveness", metavar="URL",
+                            help="serve a liveness probe, e.g. http://0.0.0.0:8080/healthz")
+    controller.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     return parser
 
 
@@ -112,6 +142,8 @@ def _settings(args: argparse.Namespace) -> tuple[RegistrySettings, VerifySetting
                         ("--max-containers-per-pod", getattr(args, "max_containers_per_pod", None))):
         if value is not None and value < 1:
             raise UsageError(f"{flag} must be at least 1")
+    if args.tag_cache_seconds < 0 or args.verdict_cache_seconds < 0:
+        raise UsageError("cache lifetimes must not be negative")
     registry = RegistrySettings(
         ca_file=args.registry_ca,
         docker_config=args.registry_auth,
@@ -122,7 +154,9 @@ def _settings(args: argparse.Namespace) -> tuple[RegistrySettings, VerifySetting
         allowed_cidrs=cidrs,
         delegates=frozenset((registry, host) for registry, _, host in delegates),
     )
-    return registry, VerifySettings(no_match=args.no_match, deadline_seconds=args.deadline)
+    return registry, VerifySettings(no_match=args.no_match, deadline_seconds=args.deadline,
+                                    tag_cache_seconds=args.tag_cache_seconds,
+                                    verdict_cache_seconds=args.verdict_cache_seconds)
 
 
 def _load_policies(directory: Path) -> PolicySet:
@@ -174,15 +208,24 @@ def run_verify(args: argparse.Namespace) -> int:
     return EXIT_ADMITTED if allowed else EXIT_DENIED
 
 
+def server_options(host: str, port: int, cert: Path, key: Path) -> dict[str, Any]:
+    """How `serve` runs uvicorn (also what the benchmark's floor endpoint runs with, so they compare)."""
+    return {"host": host, "port": port, "ssl_certfile": str(cert), "ssl_keyfile": str(key),
+            "ssl_ciphers": MODERN_CIPHERS, "log_config": None, "access_log": False,
+            "timeout_graceful_shutdown": 10}
+
+
 def run_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from webhook.app import WebhookConfig, create_app
-    from webhook.tls import MODERN_CIPHERS, write_self_signed
+    from webhook.tls import write_self_signed
 
     registry_settings, settings = _settings(args)
     if (args.tls_cert is None) != (args.tls_key is None):
         raise UsageError("--tls-cert and --tls-key go together")
+    if args.namespace is not None:
+        return _serve_in_cluster(args, registry_settings, settings)
     policies = _load_policies(args.config)
     try:
         if args.tls_cert is None:
@@ -192,11 +235,46 @@ def run_serve(args: argparse.Namespace) -> int:
             cert, key = Path(args.tls_cert), Path(args.tls_key)
         app = create_app(WebhookConfig(policies, registry_settings, settings,
                                        max_containers_per_pod=args.max_containers_per_pod))
-        uvicorn.run(app, host=args.host, port=args.port, ssl_certfile=str(cert), ssl_keyfile=str(key),
-                    ssl_ciphers=MODERN_CIPHERS, log_config=None, access_log=False,
-                    timeout_graceful_shutdown=10)
+        uvicorn.run(app, **server_options(args.host, args.port, cert, key))
     finally:
         policies.close()
+    return 0
+
+
+def _serve_in_cluster(args: argparse.Namespace, registry_settings: RegistrySettings,
+                      settings: VerifySettings) -> int:
+    import uvicorn
+
+    from webhook.app import InLoop, WebhookConfig, create_app
+    from webhook.cluster import ClusterSource
+
+    source = ClusterSource(args.namespace)
+    tls_from_cluster = args.tls_cert is None
+    cert, key = source.wait_for_tls() if tls_from_cluster else (Path(args.tls_cert), Path(args.tls_key))
+
+    def reload_tls(cert: Path, key: Path) -> None:
+        assert server_config.ssl is not None  # loaded below, before serving starts
+        server_config.ssl.load_cert_chain(str(cert), str(key))
+
+    def follow(in_loop: InLoop, install: Callable[[PolicySet], None]) -> Callable[[], None]:
+        return source.follow(in_loop, install, reload_tls if tls_from_cluster else None)
+
+    app = create_app(WebhookConfig(None, registry_settings, settings, follow=follow,
+                                   namespace_labels=source.namespace_labels,
+                                   max_containers_per_pod=args.max_containers_per_pod))
+    server_config = uvicorn.Config(app, **server_options(args.host, args.port, cert, key))
+    server_config.load()
+    uvicorn.Server(server_config).run()
+    return 0
+
+
+def run_controller(args: argparse.Namespace) -> int:
+    from controller.handlers import run
+    from controller.reconcile import ControllerSettings
+
+    run(ControllerSettings(namespace=args.namespace, webhook_configuration=args.webhook_configuration,
+                           webhook_service=args.webhook_service, webhook_hosts=tuple(args.webhook_host)),
+        liveness_endpoint=args.liveness)
     return 0
 
 
@@ -207,7 +285,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # httpx logs every request at INFO; registry traffic is worth reading only when debugging.
     logging.getLogger("httpx").setLevel(logging.DEBUG if args.log_level == "debug" else logging.WARNING)
     try:
-        return run_serve(args) if args.command == "serve" else run_verify(args)
+        commands = {"controller": run_controller, "serve": run_serve}
+        return commands.get(args.command, run_verify)(args)
     except UsageError as exc:
         print(f"trustgate: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -11,10 +11,11 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
+from webhook.cache import ExpiringLRU, SingleFlight
 from webhook.policy.compile import AuthorityRules, CompiledPolicy, PolicySet
 from webhook.references import ImageReference, InvalidReferenceError, parse_reference
 from webhook.registry.client import RegistryClient, RegistryError
@@ -24,6 +25,15 @@ from webhook.verifiers.base import ResolvedImage, SignatureMaterial
 log = logging.getLogger(__name__)
 
 NoMatch = Literal["deny", "warn", "allow"]
+T = TypeVar("T")
+
+
+async def _all(coroutines: Sequence[Coroutine[Any, Any, T]]) -> list[T]:
+    """The results of all the coroutines, run concurrently. A lone one is awaited in place: the common pod,
+    policy and authority has one of each, and a verdict answered from cache then costs no task."""
+    if len(coroutines) == 1:
+        return [await coroutines[0]]
+    return list(await asyncio.gather(*coroutines))
 
 
 @dataclass(frozen=True)
@@ -31,6 +41,40 @@ class VerifySettings:
     no_match: NoMatch = "deny"
     deadline_seconds: float = 9.0
     max_parallel_signature_checks: int = 8
+    # How long a tag keeps resolving to the digest it last had (0: ask the registry every time).
+    tag_cache_seconds: float = 10.0
+    # How long a passing authority verdict is reused within one policy generation; time-dependent checks
+    # (certificate and signature expiry) are evaluated again at least this often.
+    verdict_cache_seconds: float = 600.0
+    # Failures are remembered briefly, so a burst of admissions of a bad image costs one verification.
+    failure_cache_seconds: float = 5.0
+    cache_entries: int = 10_000
+    max_parallel_per_registry: int = 64
+
+
+# Manifests are immutable by digest; they are kept for a day, bounded by count (each may be up to 4 MiB).
+MANIFEST_CACHE_SECONDS = 86_400.0
+MANIFEST_CACHE_ENTRIES = 1_000
+
+
+class VerificationCaches:
+    """State shared by every policy generation a webhook serves: what the registry said, and verdicts (keyed
+    by generation, so a new generation never sees the old one's)."""
+
+    def __init__(self, settings: VerifySettings, clock: Callable[[], float] = time.monotonic) -> None:
+        self.manifests: ExpiringLRU[tuple[str, str], tuple[bytes, str]] = ExpiringLRU(
+            "manifest", MANIFEST_CACHE_ENTRIES, clock)
+        self.tags: ExpiringLRU[tuple[str, str], str] = ExpiringLRU("tag", settings.cache_entries, clock)
+        self.verdicts: ExpiringLRU[tuple[object, ...], Result] = ExpiringLRU("verdict", settings.cache_entries,
+                                                                             clock)
+        self.resolving: SingleFlight[tuple[str, str], ResolvedImage] = SingleFlight("resolve")
+        self.verifying: SingleFlight[tuple[object, ...], Result] = SingleFlight("verdict")
+        self._registry_slots: dict[str, asyncio.Semaphore] = {}
+        self._slots_per_registry = settings.max_parallel_per_registry
+
+    def registry_slot(self, registry: str) -> asyncio.Semaphore:
+        """Bounds concurrent verification work against one registry (and the signature servers it implies)."""
+        return self._registry_slots.setdefault(registry, asyncio.Semaphore(self._slots_per_registry))
 
 
 @dataclass(frozen=True)
@@ -56,6 +100,8 @@ class ImageVerdict:
     generation: int | None = None
     # May the mutating webhook pin this image to `digest`? (verified, and no matching policy opted out)
     pinnable: bool = False
+    # (policy name, mode) of every matching policy that failed, whatever its mode made of it.
+    violations: tuple[tuple[str, str], ...] = ()
 
     @property
     def reasons(self) -> list[str]:
@@ -80,15 +126,18 @@ class Pipeline:
     registry: RegistryClient
     settings: VerifySettings = field(default_factory=VerifySettings)
     clock: Callable[[], float] = time.time
+    caches: VerificationCaches | None = None
 
     def __post_init__(self) -> None:
         self._signature_checks = asyncio.Semaphore(self.settings.max_parallel_signature_checks)
+        if self.caches is None:
+            self.caches = VerificationCaches(self.settings)
 
     async def verify_images(self, images: Sequence[str],
                             context: AdmissionContext = UNKNOWN_CONTEXT) -> list[ImageVerdict]:
         """Verify each distinct image once, concurrently; verdicts come back in the order given."""
         distinct = list(dict.fromkeys(images))
-        verdicts = await asyncio.gather(*(self.verify_image(image, context) for image in distinct))
+        verdicts = await _all([self.verify_image(image, context) for image in distinct])
         by_image = dict(zip(distinct, verdicts, strict=True))
         return [by_image[image] for image in images]
 
@@ -128,14 +177,14 @@ class Pipeline:
         digest: str | None = None
         if to_check:
             try:
-                resolved = await self.registry.resolve(reference)
+                resolved = await self._resolve(reference)
             except RegistryError as exc:
                 message = f"cannot resolve {reference}: {exc}"
                 results.update((policy.name, Result.fail(f"policy {policy.name}", "registry", message))
                                for policy in to_check)
             else:
                 digest = resolved.digest
-                checked = await asyncio.gather(*(self._check_policy(policy, resolved) for policy in to_check))
+                checked = await _all([self._check_policy(policy, resolved) for policy in to_check])
                 results.update((policy.name, result) for policy, result in zip(to_check, checked, strict=True))
         return self._combine(image, reference, digest, policies, [results[policy.name] for policy in policies])
 
@@ -172,17 +221,76 @@ class Pipeline:
         allowed = all(policy.mode != "enforce" for policy, _ in failed)
         pinnable = allowed and digest is not None and all(policy.mutate_digest for policy in policies)
         return self._verdict(image, result, allowed=allowed, digest=digest, reference=reference,
-                             warnings=tuple(warnings), pinnable=pinnable)
+                             warnings=tuple(warnings), pinnable=pinnable,
+                             violations=tuple((policy.name, policy.mode) for policy, _ in failed))
+
+    async def _resolve(self, reference: ImageReference) -> ResolvedImage:
+        """The manifest a reference names, asking the registry once for any number of concurrent callers."""
+        caches = self._caches
+        repository = reference.repository
+        digest = reference.digest or caches.tags.get((repository, reference.tag or ""))
+        if digest is not None:
+            cached = caches.manifests.get((repository, digest))
+            if cached is not None:
+                return ResolvedImage(reference, digest, *cached)
+
+        async def fetch() -> ResolvedImage:
+            async with caches.registry_slot(reference.domain):
+                resolved = await self.registry.resolve(reference)
+            caches.manifests.put((repository, resolved.digest), (resolved.manifest, resolved.media_type),
+                                 MANIFEST_CACHE_SECONDS)
+            if reference.digest is None:
+                caches.tags.put((repository, reference.tag or ""), resolved.digest, self.settings.tag_cache_seconds)
+            return resolved
+
+        resolved = await caches.resolving.run((repository, digest or f"tag:{reference.tag}"), fetch)
+        return ResolvedImage(reference, resolved.digest, resolved.manifest, resolved.media_type)
+
+    @property
+    def _caches(self) -> VerificationCaches:
+        assert self.caches is not None  # set in __post_init__
+        return self.caches
 
     async def _check_policy(self, policy: CompiledPolicy, image: ResolvedImage) -> Result:
         subject = f"policy {policy.name}"
+        if policy.unavailable is not None:
+            return Result.fail(subject, "policy.unavailable", policy.unavailable)
         denied = policy.denied_digests & {image.digest, *image.child_digests()}
         if denied:
             which = "the image" if image.digest in denied else f"its child manifest {sorted(denied)[0]}"
             return Result.fail(subject, "digest.denied",
                                f"{which} is listed in deniedDigests ({image.digest}); never admitted")
-        results = await asyncio.gather(*(self._check_authority(rules, image) for rules in policy.authorities))
+        results = await _all([self._cached_authority(policy, rules, image) for rules in policy.authorities])
         return at_least(subject, policy.threshold, results, what="authorities")
+
+    async def _cached_authority(self, policy: CompiledPolicy, rules: AuthorityRules, image: ResolvedImage) -> Result:
+        """An authority's verdict on (reference, digest) within this policy generation, computed once."""
+        caches = self._caches
+        # The reference is part of the key: identity rules judge the name an image is admitted under.
+        key = (self.policies.generation, policy.name, rules.name, str(image.reference), image.digest)
+        cached = caches.verdicts.get(key)
+        if cached is not None:
+            return cached
+
+        async def verify() -> Result:
+            async with caches.registry_slot(image.reference.domain):
+                result = await self._check_authority(rules, image)
+            caches.verdicts.put(key, result, self._verdict_lifetime(result, rules))
+            return result
+
+        return await caches.verifying.run(key, verify)
+
+    def _verdict_lifetime(self, result: Result, rules: AuthorityRules) -> float:
+        if not result.passed:
+            return self.settings.failure_cache_seconds
+        lifetime = self.settings.verdict_cache_seconds
+        if rules.max_signature_age_seconds is not None:
+            # A pass stands only while its signatures are young enough; the oldest one counted ages out first.
+            now = self.clock()
+            for check in result.children:
+                if check.passed and check.signed_at is not None:
+                    lifetime = min(lifetime, check.signed_at + rules.max_signature_age_seconds - now)
+        return lifetime
 
     async def _check_authority(self, rules: AuthorityRules, image: ResolvedImage) -> Result:
         authority = rules.verifier

@@ -105,6 +105,12 @@ def compile_trust_store(store: TrustStore) -> CompiledTrustStore:
     """Parse every key of `store`; raise ConfigError at the first entry that is not usable key material."""
     keys: dict[str, KeyMaterial] = {}
     for index, entry in enumerate(store.spec.keys):
+        if entry.valueFrom is not None:
+            raise ConfigError(
+                f"spec.keys[{index}].valueFrom",
+                f"key material in a {entry.valueFrom.kind} is read only by `trustgate controller` in a cluster; "
+                f"give the {entry.material_field} value inline here",
+            )
         field_name = entry.material_field
         try:
             keys[entry.name] = _KEY_PARSERS[field_name](getattr(entry, field_name))

@@ -68,8 +68,9 @@ class Run:
         return json.loads(self.stdout)
 
 
-def trustgate(*args: str, env: dict[str, str] | None = None) -> Run:
-    completed = subprocess.run([sys.executable, "-m", "webhook", *args], capture_output=True, text=True,
+def trustgate(*args: str, env: dict[str, str] | None = None, wrapper: tuple[str, ...] = ()) -> Run:
+    """Run the trustgate CLI (under `wrapper`, e.g. faketime, when given)."""
+    completed = subprocess.run([*wrapper, sys.executable, "-m", "webhook", *args], capture_output=True, text=True,
                                timeout=120, check=False, env={**os.environ, **(env or {})})
     return Run(completed.returncode, completed.stdout, completed.stderr)
 
@@ -110,10 +111,11 @@ def admission_review(uid: str, *images: str, kind: str = "Pod", group: str = "",
         "namespace": "default", "userInfo": {"username": "deployer"}, "object": obj, **request}}
 
 
-def verify(config: Path, registry: infra.Registry, *images: str, extra: tuple[str, ...] = ()) -> Run:
+def verify(config: Path, registry: infra.Registry, *images: str, extra: tuple[str, ...] = (),
+           wrapper: tuple[str, ...] = ()) -> Run:
     """`trustgate verify --output json` against `registry` with the flags that reach it."""
     return trustgate("verify", "--config", str(config), *registry.trustgate_flags(config), "--output", "json",
-                     *extra, *images)
+                     *extra, *images, wrapper=wrapper)
 
 
 def reasons(run: Run) -> str:

@@ -97,13 +97,13 @@ def notation_keys(tmp_path_factory: pytest.TempPathFactory) -> NotationKeys:
 def push_signed(tmp_path: Path, registry: infra.Registry, notation_keys: NotationKeys) -> Any:
     """Push a fresh image to `repository:v1` and sign it with notation; return its digest."""
 
-    def push(repository: str, key: str | None, *, signature_format: str = "jws") -> str:
+    def push(repository: str, key: str | None, *, signature_format: str = "jws", expiry: str | None = None) -> str:
         layout = infra.write_oci_layout(tmp_path / f"layout-{repository.replace('/', '_')}", seed=repository)
         digest = infra.push(layout, registry, repository, "v1")
         if key is not None:
             infra.run("notation", "sign", "--insecure-registry", "--key", key, "--signature-format",
-                      signature_format, f"{registry.host}/{repository}@{digest}",
-                      env={"XDG_CONFIG_HOME": str(notation_keys.home)})
+                      signature_format, *(["--expiry", expiry] if expiry else []),
+                      f"{registry.host}/{repository}@{digest}", env={"XDG_CONFIG_HOME": str(notation_keys.home)})
         return digest
 
     return push
@@ -235,6 +235,18 @@ def _plant_signature(registry: infra.Registry, repository: str, target: str, man
     _registry_put(registry, repository, data, manifest_tag=descriptor["digest"])
     index = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [descriptor]}).encode()
     _registry_put(registry, repository, index, manifest_tag=target.replace(":", "-"), media_type=OCI_INDEX)
+
+
+def test_expired_signature_is_denied(tmp_path: Path, push_signed: Any, registry: infra.Registry,
+                                     notation_keys: NotationKeys) -> None:
+    push_signed("notation/expiring", "selfsigned", expiry="1m")
+    config = notation_config(tmp_path / "config", registry, notation_keys.selfsigned.read_text())
+    image = f"{registry.host}/notation/expiring:v1"
+    assert verify(config, registry, image).returncode == 0
+    # The same verification two minutes later (libfaketime moves the clock of that process only).
+    later = verify(config, registry, image, wrapper=(infra.tool("faketime"), "-f", "+2m"))
+    assert later.returncode == 1, later.stdout + later.stderr
+    assert "expired" in reasons(later), reasons(later)
 
 
 def test_tampered_envelope_is_denied(tmp_path: Path, push_signed: Any, registry: infra.Registry,

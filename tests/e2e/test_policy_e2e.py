@@ -35,7 +35,8 @@ def test_mutate_pins_the_verified_digest_and_a_moved_tag_cannot_swap_the_image(
         tmp_path: Path, sign: Any, config: Path, registry: infra.Registry) -> None:
     image = f"{registry.host}/gpg/pinned:v1"
     signed = sign("gpg/pinned", "release-rsa")
-    with running_webhook(tmp_path, config, registry) as client:
+    # Tags are re-resolved on every request here, to show what an unpinned reference runs into.
+    with running_webhook(tmp_path, config, registry, "--tag-cache-seconds", "0") as client:
         patch = patch_of(post(client, "/mutate", admission_review("m-1", image)))
         assert patch == [{"op": "replace", "path": "/spec/containers/0/image", "value": f"{image}@{signed}"}]
 

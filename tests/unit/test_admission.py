@@ -9,7 +9,9 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from prometheus_client import REGISTRY
 
+from tests.helpers import resources, trust_policy
 from webhook.admission import (
     MAX_WARNING_CHARS,
     MAX_WARNINGS_TOTAL_CHARS,
@@ -21,7 +23,7 @@ from webhook.admission import (
     pinned_reference,
 )
 from webhook.app import MAX_BODY_BYTES, WebhookConfig, create_app
-from webhook.config import load_resources
+from webhook.config import LoadedResources, load_resources
 from webhook.pipeline import VerifySettings
 from webhook.policy.compile import compile_policy_set
 from webhook.registry.client import RegistrySettings
@@ -186,6 +188,37 @@ def test_image_matching_no_policy_is_denied_by_default(client: TestClient) -> No
 def test_mutate_denies_what_validate_denies(client: TestClient) -> None:
     answer = client.post("/mutate", content=review(pod({"name": "a", "image": "nginx:1.27"}))).json()
     assert answer["response"]["allowed"] is False and "patch" not in answer["response"]
+
+
+def test_metrics_count_answers_but_not_dry_run_violations(client: TestClient) -> None:
+    def sample(name: str, **labels: str) -> float:
+        value = REGISTRY.get_sample_value(name, labels)
+        return value or 0.0
+
+    before = sample("trustgate_admission_reviews_total", webhook="validate", outcome="denied")
+    client.post("/validate", content=review(pod({"name": "a", "image": "nginx:1.27"}), dryRun=True))
+    assert sample("trustgate_admission_reviews_total", webhook="validate", outcome="denied") == before + 1
+    exposition = client.get("/metrics").text
+    assert "trustgate_admission_reviews_total" in exposition and "trustgate_cache_lookups_total" in exposition
+
+
+def test_policy_violations_are_counted_except_for_dry_runs() -> None:
+    example = load_resources(REPO / "examples" / "config")
+    policy = trust_policy("unreachable", ["127.0.0.1:1/**"], [{"name": "release", "gpg": {"trustStore": "release"}}],
+                          mode="audit")
+    loaded = LoadedResources(example.stores, resources(policy).policies)
+    policies = compile_policy_set(loaded)
+    app = create_app(WebhookConfig(policies, RegistrySettings(insecure_registries=frozenset({"127.0.0.1:1"})),
+                                   VerifySettings()))
+    labels = {"policy": "unreachable", "mode": "audit"}
+    with TestClient(app) as test_client:
+        before = REGISTRY.get_sample_value("trustgate_policy_violations_total", labels) or 0.0
+        body = review(pod({"name": "a", "image": "127.0.0.1:1/app:v1"}), dryRun=True)
+        assert test_client.post("/validate", content=body).json()["response"]["allowed"] is True  # audit admits
+        assert (REGISTRY.get_sample_value("trustgate_policy_violations_total", labels) or 0.0) == before
+        test_client.post("/validate", content=review(pod({"name": "a", "image": "127.0.0.1:1/app:v1"})))
+        assert REGISTRY.get_sample_value("trustgate_policy_violations_total", labels) == before + 1
+    policies.close()
 
 
 def test_kind_without_a_rule_is_denied(client: TestClient) -> None:

@@ -13,7 +13,7 @@ from typing import Literal
 
 from webhook.config import LoadedResources
 from webhook.policy.matching import ImageGlob
-from webhook.policy.models import LabelSelector, parse_duration
+from webhook.policy.models import LabelSelector, TrustPolicy, parse_duration
 from webhook.trust import CompiledTrustStore, compile_trust_store
 from webhook.verifiers.base import CompiledAuthority, ConfigError, VerifierPlugin, discover_verifiers
 
@@ -46,6 +46,9 @@ class CompiledPolicy:
     mutate_digest: bool = True
     namespace_selector: LabelSelector | None = None
     denied_digests: frozenset[str] = frozenset()
+    # Set for a TrustPolicy that exists but cannot be enforced (e.g. its TrustStore is not Ready): it still
+    # matches its images and fails them with this reason, so a broken dependency never turns into no-match.
+    unavailable: str | None = None
 
     def matches(self, repository: str) -> bool:
         return any(glob.matches(repository) for glob in self.globs)
@@ -76,8 +79,13 @@ class PolicySet:
 
 
 def compile_policy_set(resources: LoadedResources,
-                       verifiers: Mapping[str, VerifierPlugin] | None = None) -> PolicySet:
-    """Compile everything or nothing: on any fault, the trust material compiled so far is released."""
+                       verifiers: Mapping[str, VerifierPlugin] | None = None,
+                       generation: int | None = None) -> PolicySet:
+    """Compile everything or nothing: on any fault, the trust material compiled so far is released.
+
+    `generation` is the policy bundle's generation when the resources come from one; otherwise a number
+    counting the compilations of this process.
+    """
     verifiers = dict(verifiers) if verifiers is not None else discover_verifiers()
     stores: dict[str, CompiledTrustStore] = {}
     for origin, store in resources.stores:
@@ -86,38 +94,46 @@ def compile_policy_set(resources: LoadedResources,
         except ConfigError as exc:
             raise origin.error(exc.path, exc.message) from None
 
-    authorities: list[CompiledAuthority] = []
     policies: list[CompiledPolicy] = []
     try:
         for origin, policy in resources.policies:
-            rules: list[AuthorityRules] = []
-            for index, authority in enumerate(policy.spec.authorities):
-                try:
-                    verifier = _compile_authority(authority.name, authority.verifier_entries(), stores, verifiers,
-                                                  f"spec.authorities[{index}]")
-                except ConfigError as exc:
-                    raise origin.error(exc.path, exc.message) from None
-                authorities.append(verifier)
-                max_age = authority.maxSignatureAge
-                rules.append(AuthorityRules(verifier, authority.minSignatures,
-                                            parse_duration(max_age) if max_age else None))
-            spec = policy.spec
-            policies.append(CompiledPolicy(
-                name=policy.metadata.name,
-                globs=tuple(ImageGlob.compile(pattern) for pattern in spec.images),
-                mode=spec.mode,
-                threshold=spec.threshold or len(spec.authorities),
-                authorities=tuple(rules),
-                require_digest=spec.requireDigest,
-                mutate_digest=spec.mutateDigest,
-                namespace_selector=spec.namespaceSelector,
-                denied_digests=frozenset(spec.deniedDigests or ()),
-            ))
+            try:
+                policies.append(compile_policy(policy, stores, verifiers))
+            except ConfigError as exc:
+                raise origin.error(exc.path, exc.message) from None
     except BaseException:
-        _close(authorities)
+        _close(rules.verifier for policy in policies for rules in policy.authorities)
         raise
     revoked = frozenset(key for _, store in resources.stores for key in store.spec.revokedKeys or ())
-    return PolicySet(next(_generations), tuple(policies), stores, revoked)
+    return PolicySet(generation if generation is not None else next(_generations), tuple(policies), stores, revoked)
+
+
+def compile_policy(policy: TrustPolicy, stores: Mapping[str, CompiledTrustStore],
+                   verifiers: Mapping[str, VerifierPlugin]) -> CompiledPolicy:
+    """Compile one TrustPolicy against compiled TrustStores; raise ConfigError at the first fault."""
+    rules: list[AuthorityRules] = []
+    try:
+        for index, authority in enumerate(policy.spec.authorities):
+            verifier = _compile_authority(authority.name, authority.verifier_entries(), stores, verifiers,
+                                          f"spec.authorities[{index}]")
+            max_age = authority.maxSignatureAge
+            rules.append(AuthorityRules(verifier, authority.minSignatures,
+                                        parse_duration(max_age) if max_age else None))
+    except BaseException:
+        _close(rule.verifier for rule in rules)
+        raise
+    spec = policy.spec
+    return CompiledPolicy(
+        name=policy.metadata.name,
+        globs=tuple(ImageGlob.compile(pattern) for pattern in spec.images),
+        mode=spec.mode,
+        threshold=spec.threshold or len(spec.authorities),
+        authorities=tuple(rules),
+        require_digest=spec.requireDigest,
+        mutate_digest=spec.mutateDigest,
+        namespace_selector=spec.namespaceSelector,
+        denied_digests=frozenset(spec.deniedDigests or ()),
+    )
 
 
 def _compile_authority(name: str, entries: Mapping[str, object], stores: Mapping[str, CompiledTrustStore],

@@ -56,6 +56,42 @@ class X509Material(Strict):
 
 
 KEY_MATERIAL_FIELDS = ("gpg", "publicKey", "x509", "rekorPublicKey")
+# Material kinds that are one PEM or armored text, so they can come from a Secret or ConfigMap value.
+ValueFromType = Literal["gpg", "publicKey", "rekorPublicKey"]
+_KEY_NAME = r"^[-._a-zA-Z0-9]+$"
+
+
+class KeySelector(Strict):
+    name: ResourceName = Field(description="Name of the Secret or ConfigMap.")
+    namespace: Annotated[str, StringConstraints(min_length=1, max_length=63, pattern=_DNS_SUBDOMAIN)] = Field(
+        description="Namespace of the Secret or ConfigMap (TrustStores are cluster-scoped)."
+    )
+    key: Annotated[str, StringConstraints(min_length=1, max_length=253, pattern=_KEY_NAME)] = Field(
+        description="Key within its data."
+    )
+
+
+class KeyValueSource(Strict):
+    """Key material kept in a Secret or ConfigMap; `trustgate controller` reads it and follows its changes."""
+
+    secretKeyRef: KeySelector | None = None
+    configMapKeyRef: KeySelector | None = None
+
+    @model_validator(mode="after")
+    def _one_reference(self) -> KeyValueSource:
+        if (self.secretKeyRef is None) == (self.configMapKeyRef is None):
+            raise ValueError("exactly one of secretKeyRef, configMapKeyRef is required")
+        return self
+
+    @property
+    def kind(self) -> Literal["Secret", "ConfigMap"]:
+        return "Secret" if self.secretKeyRef is not None else "ConfigMap"
+
+    @property
+    def selector(self) -> KeySelector:
+        selector = self.secretKeyRef or self.configMapKeyRef
+        assert selector is not None  # guaranteed by _one_reference
+        return selector
 
 
 class TrustStoreKey(Strict):
@@ -75,19 +111,32 @@ class TrustStoreKey(Strict):
         default=None,
         description="publicKey (ECDSA or RSA) only: the digest its signatures use; sha256 when omitted, as cosign.",
     )
+    valueFrom: KeyValueSource | None = Field(
+        default=None,
+        description="Take the key material from a Secret or ConfigMap (resolved by trustgate controller); "
+                    "`type` says which kind of material it is.",
+    )
+    type: ValueFromType | None = Field(
+        default=None, description="With valueFrom: the kind of key material the referenced value holds."
+    )
 
     @model_validator(mode="after")
     def _one_material(self) -> TrustStoreKey:
-        given = [name for name in KEY_MATERIAL_FIELDS if getattr(self, name) is not None]
+        given = [name for name in (*KEY_MATERIAL_FIELDS, "valueFrom") if getattr(self, name) is not None]
         if len(given) != 1:
-            raise ValueError(f"exactly one of {', '.join(KEY_MATERIAL_FIELDS)} is required"
+            raise ValueError(f"exactly one of {', '.join((*KEY_MATERIAL_FIELDS, 'valueFrom'))} is required"
                              + (f"; found {', '.join(given)}" if given else ""))
-        if self.hashAlgorithm is not None and self.publicKey is None:
+        if (self.valueFrom is None) != (self.type is None):
+            raise ValueError("type is required with valueFrom, and allowed only with it")
+        if self.hashAlgorithm is not None and self.material_field != "publicKey":
             raise ValueError("hashAlgorithm applies to publicKey entries only")
         return self
 
     @property
     def material_field(self) -> str:
+        """The material kind of this entry; for a valueFrom entry, its `type`."""
+        if self.type is not None:
+            return self.type
         return next(name for name in KEY_MATERIAL_FIELDS if getattr(self, name) is not None)
 
 

@@ -122,6 +122,32 @@ def validate_spec(model: type[ModelT], raw: Any, path: str) -> ModelT:
         raise ConfigError(f"{path}.{where}" if where else path, message) from None
 
 
+def find_trust_store(trust_stores: Mapping[str, CompiledTrustStore], name: str, path: str) -> CompiledTrustStore:
+    """The TrustStore an authority names at `path`.trustStore, or a ConfigError."""
+    store = trust_stores.get(name)
+    if store is None:
+        raise ConfigError(f"{path}.trustStore", f"TrustStore {name!r} not found")
+    return store
+
+
+KeyT = TypeVar("KeyT")
+
+
+def select_keys(available: Mapping[str, KeyT], wanted: Sequence[str] | None, store_name: str, kind: str,
+                path: str) -> dict[str, KeyT]:
+    """The `keys:` subset of an authority (every usable entry when None), each name checked to exist."""
+    if wanted is None:
+        if not available:
+            raise ConfigError(f"{path}.trustStore", f"TrustStore {store_name!r} holds no {kind} entries")
+        return dict(available)
+    selected = {}
+    for index, key_name in enumerate(wanted):
+        if key_name not in available:
+            raise ConfigError(f"{path}.keys[{index}]", f"no {kind} entry {key_name!r} in TrustStore {store_name!r}")
+        selected[key_name] = available[key_name]
+    return selected
+
+
 class CompiledAuthority(ABC):
     """An authority with its trust material loaded and checked, ready to verify signatures."""
 

@@ -54,6 +54,8 @@ from webhook.verifiers.base import (
     SignatureMaterial,
     SignatureSource,
     VerifierPlugin,
+    find_trust_store,
+    select_keys,
     validate_spec,
 )
 from webhook.verifiers.simple_signing import (
@@ -404,13 +406,11 @@ class CosignVerifier(VerifierPlugin):
     def compile(self, authority_name: str, spec: Any, trust_stores: Mapping[str, CompiledTrustStore],
                 path: str) -> CompiledAuthority:
         spec = validate_spec(CosignAuthority, spec, path)
-        store = trust_stores.get(spec.trustStore)
-        if store is None:
-            raise ConfigError(f"{path}.trustStore", f"TrustStore {spec.trustStore!r} not found")
+        store = find_trust_store(trust_stores, spec.trustStore, path)
         signers = {name: material for name, material in store.keys.items()
                    if (isinstance(material, PemPublicKey) and not material.rekor)
                    or (isinstance(material, X509Bundle) and material.role == "ca")}
-        selected = self._select(spec, signers, path)
+        selected = select_keys(signers, spec.keys, spec.trustStore, "publicKey or x509 (role ca)", path)
         keys = tuple(TrustedKey(name, material.key, material.hash_algorithm, fingerprint(material.key))
                      for name, material in selected.items() if isinstance(material, PemPublicKey))
         bundles = [material for material in selected.values() if isinstance(material, X509Bundle)]
@@ -445,18 +445,3 @@ class CosignVerifier(VerifierPlugin):
             tuple(certificate for certificate in certificates if certificate not in roots),
             tuple(crl for bundle in bundles for crl in bundle.crls), log_keys, repository, identity,
         )
-
-    @staticmethod
-    def _select(spec: CosignAuthority, signers: Mapping[str, object], path: str) -> dict[str, object]:
-        if spec.keys is None:
-            if not signers:
-                raise ConfigError(f"{path}.trustStore", f"TrustStore {spec.trustStore!r} holds no publicKey or "
-                                                        "x509 (role ca) entries")
-            return dict(signers)
-        selected = {}
-        for index, key_name in enumerate(spec.keys):
-            if key_name not in signers:
-                raise ConfigError(f"{path}.keys[{index}]", f"no publicKey or x509 (role ca) entry {key_name!r} in "
-                                                           f"TrustStore {spec.trustStore!r}")
-            selected[key_name] = signers[key_name]
-        return selected

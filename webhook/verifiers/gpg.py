@@ -26,11 +26,12 @@ from webhook.sources.extension import ExtensionSignatures
 from webhook.sources.lookaside import LookasideSignatures
 from webhook.verifiers.base import (
     CompiledAuthority,
-    ConfigError,
     ResolvedImage,
     SignatureMaterial,
     SignatureSource,
     VerifierPlugin,
+    find_trust_store,
+    select_keys,
     validate_spec,
 )
 from webhook.verifiers.simple_signing import (
@@ -70,6 +71,8 @@ class GpgKey:
     expires: datetime | None
     revoked: bool
     user_ids: tuple[str, ...]
+    # Expiry of each subkey, in the order of subkey_fingerprints.
+    subkey_expires: tuple[datetime | None, ...] = ()
 
     @property
     def key_id(self) -> str:
@@ -145,6 +148,8 @@ def inspect_gpg_key(armored: str) -> GpgKey:
         expires=_epoch(key.get("expires", "")),
         revoked=key.get("trust") == "r",
         user_ids=tuple(key.get("uids", [])),
+        subkey_expires=tuple(_epoch(key.get("subkey_info", {}).get(sub[0], {}).get("expires", ""))
+                             for sub in key.get("subkeys", [])),
     )
 
 
@@ -275,21 +280,9 @@ class GpgVerifier(VerifierPlugin):
     def compile(self, authority_name: str, spec: Any, trust_stores: Mapping[str, CompiledTrustStore],
                 path: str) -> CompiledAuthority:
         spec = validate_spec(GpgAuthority, spec, path)
-        store = trust_stores.get(spec.trustStore)
-        if store is None:
-            raise ConfigError(f"{path}.trustStore", f"TrustStore {spec.trustStore!r} not found")
+        store = find_trust_store(trust_stores, spec.trustStore, path)
         available = {name: key for name, key in store.keys.items() if isinstance(key, GpgKey)}
-        if spec.keys is None:
-            selected = available
-            if not selected:
-                raise ConfigError(f"{path}.trustStore", f"TrustStore {spec.trustStore!r} holds no gpg keys")
-        else:
-            selected = {}
-            for index, key_name in enumerate(spec.keys):
-                if key_name not in available:
-                    raise ConfigError(f"{path}.keys[{index}]",
-                                      f"no gpg key {key_name!r} in TrustStore {spec.trustStore!r}")
-                selected[key_name] = available[key_name]
+        selected = select_keys(available, spec.keys, spec.trustStore, "gpg", path)
         home = GnupgHome(key.armored for key in selected.values())
         return GpgAuthorityVerifier(authority_name, spec, spec.trustStore, selected, home)
 

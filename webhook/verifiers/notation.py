@@ -41,6 +41,7 @@ from webhook.verifiers.base import (
     SignatureMaterial,
     SignatureSource,
     VerifierPlugin,
+    find_trust_store,
     validate_spec,
 )
 from webhook.verifiers.notary_envelope import (
@@ -298,9 +299,7 @@ class NotationVerifier(VerifierPlugin):
         if spec.verificationLevel == "skip":
             return NotationAuthorityVerifier(authority_name, spec, NotationTrust((), (), (), ()))
         assert spec.trustStore is not None  # the model requires it unless the level is skip
-        store = trust_stores.get(spec.trustStore)
-        if store is None:
-            raise ConfigError(f"{path}.trustStore", f"TrustStore {spec.trustStore!r} not found")
+        store = find_trust_store(trust_stores, spec.trustStore, path)
         trust = notation_trust(store)
         if not trust.ca and not trust.signing_authority:
             raise ConfigError(f"{path}.trustStore", f"TrustStore {spec.trustStore!r} holds no x509 certificates "

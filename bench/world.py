@@ -1,0 +1,190 @@
+"""The real components a benchmark run measures against: a docker-registry, a lookaside, signing keys for the
+three formats, images signed by the real CLIs, and the trustgate configuration that trusts them.
+
+Everything binds 127.0.0.1 and is started (and stopped) by this process. Registry and signer plumbing comes
+from the end-to-end test infrastructure, so the benchmark and the tests exercise the same components.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import threading
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any, Literal
+
+from bench.proxy import BackloggedServer
+from tests.e2e import infra
+from tests.e2e.conftest import write_config
+from tests.helpers import key_store, trust_policy
+
+Format = Literal["gpg", "cosign", "notation"]
+FORMATS: tuple[Format, ...] = ("gpg", "cosign", "notation")
+COSIGN_PASSWORD = "trustgate-bench"
+# Signing runs the real CLIs as processes; a few at once keeps both cores busy without thrashing gpg-agent.
+PUBLISH_THREADS = 4
+
+
+class CountingHandler(infra._QuietHandler):
+    """The lookaside's static file server, remembering every path asked for (the registry logs its own)."""
+
+    requests: list[tuple[str, str]]
+    requests_lock: threading.Lock
+
+    def do_GET(self) -> None:
+        with self.requests_lock:
+            self.requests.append(("GET", self.path))
+        super().do_GET()
+
+
+@dataclass(frozen=True)
+class Image:
+    format: Format
+    repository: str  # with the registry host
+    digest: str
+
+    @property
+    def by_digest(self) -> str:
+        return f"{self.repository}@{self.digest}"
+
+
+@dataclass
+class World:
+    directory: Path
+    registry: infra.Registry
+    lookaside: infra.Lookaside
+    lookaside_requests: list[tuple[str, str]]
+    gpg: infra.GpgKeys
+    cosign_key: Path
+    notation_home: Path
+    _names: Iterator[int] = dataclasses.field(default_factory=itertools.count)
+
+    # --- images -------------------------------------------------------------------------------------------
+
+    def registries_d(self, registry: infra.Registry, lookaside_url: str) -> Path:
+        """skopeo's registries.d for `registry`: signatures staged under the lookaside root, read from `url`."""
+        directory = self.directory / f"registries.d-{registry.port}"
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "trustgate-bench.yaml").write_text(json.dumps({"docker": {registry.host: {
+            "lookaside": lookaside_url, "lookaside-staging": self.lookaside.root.as_uri()}}}))
+        return directory
+
+    def publish(self, image_format: Format, name: str, *, registry: infra.Registry | None = None,
+                lookaside_url: str | None = None) -> Image:
+        """Push a fresh image to `<format>/<name>:v1` and sign it with that format's real CLI."""
+        registry = registry or self.registry
+        seed = f"{image_format}/{name}/{next(self._names)}"
+        layout = infra.write_oci_layout(self.directory / "layouts" / seed.replace("/", "_"), seed=seed)
+        repository = f"{image_format}/{name}"
+        if image_format == "gpg":
+            registries_d = self.registries_d(registry, lookaside_url or self.lookaside.url)
+            digest = infra.push(layout, registry, repository, "v1", sign_by=self.gpg.fingerprints["release"],
+                                registries_d=registries_d, gnupg_home=self.gpg.home)
+        elif image_format == "cosign":
+            digest = infra.push(layout, registry, repository, "v1")
+            infra.run("cosign", "sign", "--key", str(self.cosign_key), "--tlog-upload=false", "-y",
+                      "--allow-http-registry", "--allow-insecure-registry", f"{registry.host}/{repository}@{digest}",
+                      env={"COSIGN_PASSWORD": COSIGN_PASSWORD, "HOME": str(self.directory)})
+        else:
+            digest = infra.push(layout, registry, repository, "v1")
+            infra.run("notation", "sign", "--insecure-registry", "--key", "selfsigned",
+                      f"{registry.host}/{repository}@{digest}", env={"XDG_CONFIG_HOME": str(self.notation_home)})
+        return Image(image_format, f"{registry.host}/{repository}", digest)
+
+    def publish_many(self, wanted: Sequence[tuple[Format, str]], *, registry: infra.Registry | None = None,
+                     lookaside_url: str | None = None) -> list[Image]:
+        with ThreadPoolExecutor(PUBLISH_THREADS) as pool:
+            return list(pool.map(lambda item: self.publish(*item, registry=registry, lookaside_url=lookaside_url),
+                                 wanted))
+
+    # --- configuration ------------------------------------------------------------------------------------
+
+    def trustgate_config(self, name: str, hosts: Sequence[tuple[str, str]] = ()) -> Path:
+        """TrustStores for the three formats and one TrustPolicy per format and (registry host, lookaside)."""
+        hosts = hosts or [(self.registry.host, self.lookaside.url)]
+        notation_certificate = (self.notation_home / "notation" / "localkeys" / "selfsigned.crt").read_text()
+        documents: list[dict[str, Any]] = [
+            key_store("gpg-release", [{"name": "release", "gpg": self.gpg.armored("release")}]),
+            key_store("cosign-release", [{"name": "release", "publicKey": self.cosign_public_key.read_text()}]),
+            key_store("notation-release", [{"name": "release",
+                                            "x509": {"role": "ca", "certificates": notation_certificate}}]),
+        ]
+        for index, (host, lookaside_url) in enumerate(hosts):
+            documents += [
+                trust_policy(f"gpg-{index}", [f"{host}/gpg/**"], [
+                    {"name": "release", "gpg": {"trustStore": "gpg-release", "lookaside": lookaside_url}}]),
+                trust_policy(f"cosign-{index}", [f"{host}/cosign/**"], [
+                    {"name": "release", "cosign": {"trustStore": "cosign-release"}}]),
+                trust_policy(f"notation-{index}", [f"{host}/notation/**"], [
+                    {"name": "release", "notation": {"trustStore": "notation-release", "trustedIdentities": ["*"]}}]),
+            ]
+        return write_config(self.directory / name, *documents)
+
+    @property
+    def cosign_public_key(self) -> Path:
+        return self.cosign_key.with_suffix(".pub")
+
+    # --- the reference CLIs ---------------------------------------------------------------------------------
+
+    def reference_cli(self, image: Image) -> tuple[list[str], dict[str, str]]:
+        """The upstream CLI command (and environment) that verifies `image` as trustgate's policy does."""
+        if image.format == "gpg":
+            return (["skopeo", "--policy", str(self._skopeo_policy()), "--registries.d",
+                     str(self.registries_d(self.registry, self.lookaside.url)), "copy", "--quiet",
+                     "--src-tls-verify=false", f"docker://{image.by_digest}",
+                     f"dir:{self.directory / 'skopeo-copy'}"], {})
+        if image.format == "cosign":
+            return (["cosign", "verify", "--key", str(self.cosign_public_key), "--insecure-ignore-tlog=true",
+                     "--allow-http-registry", "--allow-insecure-registry", image.by_digest],
+                    {"HOME": str(self.directory)})
+        return (["notation", "verify", "--insecure-registry", image.by_digest],
+                {"XDG_CONFIG_HOME": str(self.notation_home)})
+
+    def _skopeo_policy(self) -> Path:
+        path = self.directory / "skopeo-policy.json"
+        if not path.exists():
+            keyring = self.directory / "release.asc"
+            keyring.write_text(self.gpg.armored("release"))
+            path.write_text(json.dumps({"default": [{"type": "reject"}], "transports": {"docker": {
+                self.registry.host: [{"type": "signedBy", "keyType": "GPGKeys", "keyPath": str(keyring)}]}}}))
+        return path
+
+
+def _notation_home(directory: Path) -> Path:
+    home = directory / "notation"
+    env = {"XDG_CONFIG_HOME": str(home)}
+    infra.run("notation", "cert", "generate-test", "--default", "selfsigned", env=env)
+    policy = directory / "notation-trustpolicy.json"
+    policy.write_text(json.dumps({"version": "1.0", "trustPolicies": [{
+        "name": "release", "registryScopes": ["*"], "signatureVerification": {"level": "strict"},
+        "trustStores": ["ca:selfsigned"], "trustedIdentities": ["*"]}]}))
+    infra.run("notation", "policy", "import", "--force", str(policy), env=env)
+    return home
+
+
+@contextmanager
+def world(directory: Path) -> Iterator[World]:
+    with ExitStack() as stack:
+        registry = infra.start_registry(directory / "registry")
+        stack.callback(registry.stop)
+        requests: list[tuple[str, str]] = []
+        handler = type("Handler", (CountingHandler,), {"requests": requests, "requests_lock": threading.Lock()})
+        root = directory / "lookaside"
+        root.mkdir(parents=True)
+        server = BackloggedServer(("127.0.0.1", 0), partial(handler, directory=str(root)))
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        lookaside = infra.Lookaside(root, server)
+        stack.callback(lookaside.stop)
+        gpg = stack.enter_context(infra.gpg_keys(directory / "gnupg"))
+        gpg.generate("release", "rsa3072")
+        cosign_prefix = directory / "cosign"
+        infra.run("cosign", "generate-key-pair", "--output-key-prefix", str(cosign_prefix),
+                  env={"COSIGN_PASSWORD": COSIGN_PASSWORD})
+        yield World(directory, registry, lookaside, requests, gpg, cosign_prefix.with_suffix(".key"),
+                    _notation_home(directory))

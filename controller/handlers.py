@@ -1,0 +1,157 @@
+"""`trustgate controller`: thin Kopf handlers around the level-triggered reconciliation.
+
+Kopf watches the objects; every relevant event only asks for a reconciliation. One background loop holds
+the leader Lease and, while it leads, runs the reconciliation in a worker thread when asked and every
+RESYNC_SECONDS (so keys that approach expiry and certificates due for renewal are noticed without events).
+Standby replicas watch too, but write nothing. Only event handlers are used: Kopf adds no finalizers or
+annotations to the watched objects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import kopf
+
+from controller.kube import Cluster
+from controller.leader import RENEW_SECONDS, LeaseElection
+from controller.reconcile import Controller, ControllerSettings
+from webhook.cluster import load_client_configuration
+from webhook.policy.models import GROUP, VERSION
+from webhook.verifiers.base import discover_verifiers
+
+log = logging.getLogger(__name__)
+
+RESYNC_SECONDS = 300.0
+# Changes that arrive together (kubectl apply -f dir/) are handled in one pass.
+DEBOUNCE_SECONDS = 0.5
+RETRY_SECONDS = 5.0
+
+registry = kopf.OperatorRegistry()
+
+
+@dataclass
+class Runtime:
+    """What the handlers share, kept in Kopf's memo."""
+
+    controller: Controller
+    election: LeaseElection
+    wanted: asyncio.Event = field(default_factory=asyncio.Event)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def request(self) -> None:
+        self.wanted.set()
+
+
+def _runtime(memo: Any) -> Runtime:
+    runtime: Runtime = memo.runtime
+    return runtime
+
+
+@kopf.on.login(registry=registry)
+def login(**kwargs: Any) -> Any:
+    """The same credentials as the controller's own API client: in-cluster, or KUBECONFIG."""
+    return kopf.login_via_client(**kwargs)
+
+
+@kopf.on.startup(registry=registry)
+async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
+    settings.peering.standalone = True  # the Lease decides who acts
+    settings.posting.enabled = False  # Events are the controller's own, posted only by the leader
+    settings.watching.server_timeout = 300
+    # Every watched event only requests a pass; Kopf's per-event "handler succeeded" lines are noise.
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    runtime = _runtime(memo)
+    runtime.tasks.append(asyncio.create_task(_elect(runtime)))
+    runtime.tasks.append(asyncio.create_task(_reconcile_loop(runtime)))
+
+
+@kopf.on.cleanup(registry=registry)
+async def stop(memo: Any, **_: Any) -> None:
+    runtime = _runtime(memo)
+    for task in runtime.tasks:
+        task.cancel()
+    for task in runtime.tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    await asyncio.to_thread(runtime.election.release)
+
+
+@kopf.on.event(GROUP, VERSION, "truststores", registry=registry)
+@kopf.on.event(GROUP, VERSION, "trustpolicies", registry=registry)
+async def trust_object_changed(memo: Any, **_: Any) -> None:
+    _runtime(memo).request()
+
+
+def _watched(kind: str) -> Any:
+    def when(name: str, namespace: str | None, memo: Any, **_: Any) -> bool:
+        return _runtime(memo).controller.watches(kind, namespace, name)
+
+    return when
+
+
+@kopf.on.event("v1", "secrets", registry=registry, when=_watched("Secret"))
+@kopf.on.event("v1", "configmaps", registry=registry, when=_watched("ConfigMap"))
+async def key_source_changed(memo: Any, **_: Any) -> None:
+    _runtime(memo).request()
+
+
+def _our_configuration(name: str, memo: Any, **_: Any) -> bool:
+    return name == _runtime(memo).controller.settings.webhook_configuration
+
+
+@kopf.on.event("admissionregistration.k8s.io", "v1", "validatingwebhookconfigurations", registry=registry,
+               when=_our_configuration)
+@kopf.on.event("admissionregistration.k8s.io", "v1", "mutatingwebhookconfigurations", registry=registry,
+               when=_our_configuration)
+async def webhook_configuration_changed(memo: Any, **_: Any) -> None:
+    _runtime(memo).request()
+
+
+async def _elect(runtime: Runtime) -> None:
+    while True:
+        was_leader = runtime.election.is_leader
+        try:
+            leads = await asyncio.to_thread(runtime.election.try_acquire_or_renew)
+        except Exception as exc:
+            log.warning("leader election round failed: %s", exc)
+            leads = runtime.election.is_leader
+        if leads and not was_leader:
+            runtime.request()
+        elif was_leader and not leads:
+            log.warning("lost the leader Lease; standing by")
+        await asyncio.sleep(RENEW_SECONDS)
+
+
+async def _reconcile_loop(runtime: Runtime) -> None:
+    while True:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(runtime.wanted.wait(), RESYNC_SECONDS)
+        await asyncio.sleep(DEBOUNCE_SECONDS)
+        runtime.wanted.clear()
+        if not runtime.election.is_leader:
+            continue
+        try:
+            await asyncio.to_thread(runtime.controller.reconcile)
+        except Exception:
+            log.exception("reconciliation failed; retrying in %gs", RETRY_SECONDS)
+            await asyncio.sleep(RETRY_SECONDS)
+            runtime.request()
+
+
+def run(settings: ControllerSettings, liveness_endpoint: str | None = None) -> None:
+    """Run the controller until it is stopped (SIGINT/SIGTERM)."""
+    load_client_configuration()
+    cluster = Cluster(settings.namespace)
+    identity = f"{os.environ.get('POD_NAME') or socket.gethostname()}-{uuid.uuid4().hex[:8]}"
+    runtime = Runtime(Controller(cluster, settings, discover_verifiers()),
+                      LeaseElection(settings.namespace, identity, cluster.api))
+    kopf.run(registry=registry, clusterwide=True, standalone=True, liveness_endpoint=liveness_endpoint,
+             memo=kopf.Memo(runtime=runtime))

@@ -1,0 +1,117 @@
+"""Fixtures for the real-API-server tests: the control plane, the CRDs and RBAC, trustgate's processes.
+
+The registry, lookaside and signing keys are the e2e suite's (a real docker-registry, skopeo signing).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.cluster import apiserver
+from tests.e2e import infra
+from tests.e2e.conftest import gpg, lookaside, registries_d, registry
+
+__all__ = ["gpg", "lookaside", "registries_d", "registry"]
+
+NAMESPACE = "trustgate-system"
+RBAC = infra.REPO_ROOT / "deploy" / "rbac.yaml"
+CRDS = infra.REPO_ROOT / "crds"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/cluster" in str(item.path):
+            item.add_marker(pytest.mark.cluster)
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float = 60, interval: float = 0.3) -> Any:
+    """Poll until `check()` returns something truthy; fail with `what` (and the last error) otherwise."""
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = check()
+        except Exception as exc:  # a not-yet-existing object is a normal state while waiting
+            last = exc
+        else:
+            if value:
+                return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}" + (f" (last error: {last})" if last else ""))
+
+
+def _user_bindings() -> list[dict[str, Any]]:
+    """Bind the roles of deploy/rbac.yaml to the test's token users, as they are bound to ServiceAccounts."""
+    def binding(kind: str, user: str, namespace: str | None = None) -> dict[str, Any]:
+        metadata: dict[str, Any] = {"name": f"{user}-test-user"}
+        if namespace:
+            metadata["namespace"] = namespace
+        return {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": f"{kind}Binding", "metadata": metadata,
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": kind, "name": user},
+                "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}]}
+
+    return [binding("ClusterRole", "trustgate-controller"), binding("Role", "trustgate-controller", NAMESPACE),
+            binding("ClusterRole", "trustgate-webhook"), binding("Role", "trustgate-webhook", NAMESPACE)]
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[apiserver.ApiServer]:
+    server = apiserver.start(tmp_path_factory.mktemp("kube"))
+    try:
+        server.kubectl("apply", "-f", str(CRDS))
+        for crd in ("truststores.trustgate.dev", "trustpolicies.trustgate.dev"):
+            server.kubectl("wait", "--for", "condition=established", "--timeout", "60s", f"crd/{crd}")
+        server.kubectl("apply", "-f", str(RBAC))
+        server.apply(*_user_bindings())
+        yield server
+    finally:
+        server.stop()
+
+
+@dataclass
+class Process:
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self) -> None:
+        infra.stop(self.process)
+
+
+@pytest.fixture
+def start_trustgate(cluster: apiserver.ApiServer, tmp_path: Path) -> Iterator[Callable[..., Process]]:
+    """Start `trustgate ARGS` as the given user (its kubeconfig); everything started is stopped afterwards."""
+    started: list[Process] = []
+
+    def start(user: str, *args: str, name: str | None = None) -> Process:
+        log = tmp_path / f"{name or args[0]}-{len(started)}.log"
+        env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig(user)),
+               "PATH": f"{infra.TOOLS_BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+        process = subprocess.Popen([sys.executable, "-m", "webhook", *args], stdout=log.open("wb"),
+                                   stderr=subprocess.STDOUT, env=env, cwd=infra.REPO_ROOT)
+        started.append(Process(process, log))
+        return started[-1]
+
+    yield start
+    for process in reversed(started):
+        process.stop()
+        print(f"--- {process.log.name}\n{process.output()}")  # shown by pytest when the test failed
+
+
+def condition(cluster: apiserver.ApiServer, resource: str, name: str) -> dict[str, Any]:
+    """The Ready condition of a TrustStore/TrustPolicy, or {} before the controller has written it."""
+    body = cluster.get(resource, name)
+    found: dict[str, Any] = next((c for c in (body.get("status") or {}).get("conditions") or []
+                                  if c["type"] == "Ready"), {})
+    return found

@@ -1,0 +1,328 @@
+"""Caches and coalescing, counted rather than timed: how often the registry and the verifier are asked, which
+keys a verdict is stored under, and lifetimes on an injected clock."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+from pydantic import BaseModel, ConfigDict
+
+from tests.helpers import resources, trust_policy
+from webhook.cache import ExpiringLRU, SingleFlight
+from webhook.pipeline import ImageVerdict, Pipeline, VerificationCaches, VerifySettings
+from webhook.policy.compile import PolicySet, compile_policy_set
+from webhook.references import ImageReference
+from webhook.results import Result
+from webhook.verifiers.base import (
+    Collected,
+    CompiledAuthority,
+    ResolvedImage,
+    SignatureMaterial,
+    SignatureSource,
+    VerifierPlugin,
+    discover_verifiers,
+)
+
+IMAGE = "registry.example.com/app:v1"
+PUBLIC_KEY = """-----BEGIN PUBLIC KEY-----
+MCowBQYDK2VwAyEAGb9ECWmEzf6FQbrBZ9w7lshQhqowtrbLDFw4rXAxZuE=
+-----END PUBLIC KEY-----"""
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+# --- ExpiringLRU and SingleFlight ----------------------------------------------------------------------------
+
+
+def test_an_entry_lives_exactly_its_lifetime() -> None:
+    clock = Clock()
+    cache: ExpiringLRU[str, int] = ExpiringLRU("test", 10, clock)
+    cache.put("a", 1, 5.0)
+    clock.now += 4.999
+    assert cache.get("a") == 1
+    clock.now += 0.001
+    assert cache.get("a") is None
+    assert len(cache) == 0
+
+
+def test_the_least_recently_used_entry_goes_first_and_nothing_lives_for_zero_seconds() -> None:
+    cache: ExpiringLRU[str, int] = ExpiringLRU("test", 2, Clock())
+    cache.put("a", 1, 60)
+    cache.put("b", 2, 60)
+    assert cache.get("a") == 1  # now "b" is the least recently used
+    cache.put("c", 3, 60)
+    assert (cache.get("a"), cache.get("b"), cache.get("c")) == (1, None, 3)
+    cache.put("d", 4, 0)
+    assert cache.get("d") is None
+
+
+def test_concurrent_callers_share_one_computation_and_a_later_caller_starts_another() -> None:
+    flights: SingleFlight[str, int] = SingleFlight("test")
+    started = 0
+    release = asyncio.Event()
+
+    async def compute() -> int:
+        nonlocal started
+        started += 1
+        await release.wait()
+        return started
+
+    async def main() -> tuple[list[int], int]:
+        waiters = [asyncio.ensure_future(flights.run("key", compute)) for _ in range(50)]
+        await asyncio.sleep(0)
+        release.set()
+        results = await asyncio.gather(*waiters)
+        return results, await flights.run("key", compute)
+
+    results, later = asyncio.run(main())
+    assert results == [1] * 50
+    assert later == 2
+
+
+def test_a_caller_that_gives_up_does_not_cancel_the_others_computation() -> None:
+    flights: SingleFlight[str, str] = SingleFlight("test")
+    release = asyncio.Event()
+
+    async def compute() -> str:
+        await release.wait()
+        return "done"
+
+    async def main() -> str:
+        impatient = asyncio.ensure_future(flights.run("key", compute))
+        patient = asyncio.ensure_future(flights.run("key", compute))
+        await asyncio.sleep(0)
+        impatient.cancel()
+        await asyncio.sleep(0)
+        release.set()
+        return await patient
+
+    assert asyncio.run(main()) == "done"
+
+
+def test_a_failed_computation_reaches_every_waiter_and_is_not_kept() -> None:
+    flights: SingleFlight[str, str] = SingleFlight("test")
+    attempts = 0
+
+    async def compute() -> str:
+        nonlocal attempts
+        attempts += 1
+        await asyncio.sleep(0)
+        if attempts == 1:
+            raise RuntimeError("registry down")
+        return "ok"
+
+    async def main() -> tuple[list[BaseException | str], str]:
+        first = await asyncio.gather(*(flights.run("key", compute) for _ in range(3)), return_exceptions=True)
+        return first, await flights.run("key", compute)
+
+    first, second = asyncio.run(main())
+    assert all(isinstance(outcome, RuntimeError) for outcome in first)
+    assert (second, attempts) == ("ok", 2)
+
+
+# --- the pipeline's caches -----------------------------------------------------------------------------------
+
+
+class CountingRegistry:
+    """Manifests by repository:tag and signatures by digest; counts what is asked. `gate` holds every request
+    until it is set, so concurrent callers are all in flight together."""
+
+    def __init__(self) -> None:
+        self.manifests: dict[str, bytes] = {}
+        self.signers: dict[str, list[str]] = {}
+        self.resolved: list[str] = []
+        self.collected: list[str] = []
+        self.gate = asyncio.Event()
+
+    def add(self, image: str, *, seed: str = "") -> str:
+        data = json.dumps({"schemaVersion": 2, "image": image, "seed": seed}).encode()
+        self.manifests[image] = data
+        return f"sha256:{hashlib.sha256(data).hexdigest()}"
+
+    async def resolve(self, reference: ImageReference) -> ResolvedImage:
+        self.resolved.append(str(reference))
+        await self.gate.wait()
+        data = self.manifests[f"{reference.repository}:{reference.tag}"]
+        return ResolvedImage(reference, f"sha256:{hashlib.sha256(data).hexdigest()}", data,
+                             "application/vnd.oci.image.manifest.v1+json")
+
+
+class CountingSource(SignatureSource):
+    async def collect(self, image: ResolvedImage, registry: Any) -> Collected:
+        registry.collected.append(image.digest)
+        await registry.gate.wait()
+        return Collected("stub store", tuple(SignatureMaterial(f"signature-{index}", signer.encode())
+                                            for index, signer in enumerate(registry.signers.get(image.digest, []))))
+
+
+class StubSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    trusted: list[str]
+
+
+class CountingAuthority(CompiledAuthority):
+    verifier_type = "counting"
+    checked: list[str] = []  # noqa: RUF012 (shared by every compiled authority of a test, reset per test)
+
+    def __init__(self, name: str, trusted: list[str]) -> None:
+        self.name, self.trusted = name, trusted
+
+    def sources(self, image: ResolvedImage) -> Sequence[SignatureSource]:
+        return (CountingSource(),)
+
+    def verify_signature(self, image: ResolvedImage, material: SignatureMaterial) -> Result:
+        signer = material.data.decode()
+        CountingAuthority.checked.append(signer)
+        if signer not in self.trusted:
+            return Result.fail(material.label, "counting.untrusted", f"{signer} is not trusted")
+        return Result.ok(material.label, "signature.valid", f"signed by {signer}", signer=signer)
+
+
+class CountingVerifier(VerifierPlugin):
+    type_name = "counting"
+    spec_model = StubSpec
+
+    def compile(self, authority_name: str, spec: Any, trust_stores: Any, path: str) -> CountingAuthority:
+        return CountingAuthority(authority_name, StubSpec.model_validate(spec).trusted)
+
+
+@pytest.fixture(autouse=True)
+def fresh_counts() -> None:
+    CountingAuthority.checked = []
+
+
+def policy_set(trusted: Sequence[str] = ("release",)) -> PolicySet:
+    store = {"apiVersion": "trustgate.dev/v1alpha1", "kind": "TrustStore", "metadata": {"name": "s"},
+             "spec": {"keys": [{"name": "unused", "publicKey": PUBLIC_KEY}]}}
+    policy = trust_policy("app", ["registry.example.com/**"], [{"name": "release", "counting": {
+        "trusted": list(trusted)}}])
+    return compile_policy_set(resources(store, policy), {**discover_verifiers(), "counting": CountingVerifier()})
+
+
+def pipeline(registry: CountingRegistry, policies: PolicySet, caches: VerificationCaches | None = None,
+             **settings: Any) -> Pipeline:
+    return Pipeline(policies, registry, VerifySettings(**settings), caches=caches)  # type: ignore[arg-type]
+
+
+async def admit_concurrently(pipeline: Pipeline, registry: CountingRegistry,
+                             pods: Sequence[Sequence[str]]) -> list[list[ImageVerdict]]:
+    """Start every pod's verification, let them all reach the registry, then let the registry answer."""
+    registry.gate.clear()
+    pending = [asyncio.ensure_future(pipeline.verify_images(list(images))) for images in pods]
+    for _ in range(10):
+        await asyncio.sleep(0)
+    registry.gate.set()
+    return await asyncio.gather(*pending)
+
+
+def test_200_concurrent_admissions_of_one_new_image_resolve_and_verify_it_once() -> None:
+    registry = CountingRegistry()
+    digest = registry.add(IMAGE)
+    registry.signers[digest] = ["release"]
+    verifier = pipeline(registry, policy_set())
+    verdicts = asyncio.run(admit_concurrently(verifier, registry, [[IMAGE]] * 200))
+    assert all(pod[0].allowed for pod in verdicts)
+    assert (len(registry.resolved), registry.collected, CountingAuthority.checked) == (1, [digest], ["release"])
+
+
+def test_a_pod_with_8_containers_of_one_image_resolves_and_verifies_it_once() -> None:
+    registry = CountingRegistry()
+    digest = registry.add(IMAGE)
+    registry.signers[digest] = ["release"]
+    (verdicts,) = asyncio.run(admit_concurrently(pipeline(registry, policy_set()), registry, [[IMAGE] * 8]))
+    assert len(verdicts) == 8 and all(verdict.allowed for verdict in verdicts)
+    assert (len(registry.resolved), len(registry.collected), len(CountingAuthority.checked)) == (1, 1, 1)
+
+
+def test_a_verified_digest_is_reused_without_asking_the_registry_again() -> None:
+    registry = CountingRegistry()
+    digest = registry.add(IMAGE)
+    registry.signers[digest] = ["release"]
+    registry.gate.set()
+    verifier = pipeline(registry, policy_set())
+    by_digest = f"registry.example.com/app@{digest}"
+
+    async def main() -> None:
+        for image in (IMAGE, IMAGE, by_digest, by_digest):
+            assert (await verifier.verify_image(image)).allowed
+
+    asyncio.run(main())
+    # The tag is resolved once; the digest reference is answered from the manifest cache; each reference
+    # string is verified once (identity rules judge the name an image is admitted under).
+    assert len(registry.resolved) == 1
+    assert len(CountingAuthority.checked) == 2
+
+
+def test_the_verdict_key_carries_the_policy_generation() -> None:
+    registry = CountingRegistry()
+    digest = registry.add(IMAGE)
+    registry.signers[digest] = ["release"]
+    registry.gate.set()
+    caches = VerificationCaches(VerifySettings())
+    first, second = policy_set(), policy_set(trusted=())
+    assert first.generation != second.generation
+
+    async def main() -> list[bool]:
+        return [(await pipeline(registry, policies, caches).verify_image(IMAGE)).allowed
+                for policies in (first, first, second)]
+
+    # The second generation no longer trusts the signer: it must not reuse the first generation's pass.
+    assert asyncio.run(main()) == [True, True, False]
+    assert CountingAuthority.checked == ["release", "release"]
+    keys = list(caches.verdicts._entries)
+    assert {key[0] for key in keys} == {first.generation, second.generation}
+    assert all(digest in key for key in keys)
+
+
+def test_a_failure_is_reused_only_within_its_lifetime() -> None:
+    registry = CountingRegistry()
+    digest = registry.add(IMAGE)
+    registry.gate.set()
+    clock = Clock()
+    settings = VerifySettings(failure_cache_seconds=5.0, tag_cache_seconds=60.0)
+    caches = VerificationCaches(settings, clock)
+    verifier = pipeline(registry, policy_set(), caches, failure_cache_seconds=5.0, tag_cache_seconds=60.0)
+
+    async def allowed() -> bool:
+        return (await verifier.verify_image(IMAGE)).allowed
+
+    assert not asyncio.run(allowed())  # unsigned
+    registry.signers[digest] = ["release"]  # signed just after
+    clock.now += 4.9
+    assert not asyncio.run(allowed())  # the failure is still remembered
+    assert registry.collected == [digest]
+    clock.now += 0.1
+    assert asyncio.run(allowed())  # past its lifetime the image is verified afresh
+    assert registry.collected == [digest, digest]
+
+
+def test_a_tag_is_resolved_again_after_its_lifetime() -> None:
+    registry = CountingRegistry()
+    registry.signers[registry.add(IMAGE)] = ["release"]
+    registry.gate.set()
+    clock = Clock()
+    verifier = pipeline(registry, policy_set(), VerificationCaches(VerifySettings(tag_cache_seconds=10.0), clock),
+                        tag_cache_seconds=10.0)
+
+    def digest_now() -> str | None:
+        return asyncio.run(verifier.verify_image(IMAGE)).digest
+
+    first = digest_now()
+    moved = registry.add(IMAGE, seed="moved")  # the tag now names another image
+    registry.signers[moved] = ["release"]
+    clock.now += 9.9
+    assert digest_now() == first
+    clock.now += 0.1
+    assert digest_now() == moved
+    assert len(registry.resolved) == 2
