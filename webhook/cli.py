@@ -59,6 +59,9 @@ def _registry_flags(parser: argparse.ArgumentParser, policies: argparse._Actions
     parser.add_argument("--max-signatures-per-source", type=int, metavar="N",
                         help="signatures read from each signature source per image (default: 16, 32 for "
                              "cosign .sig tags)")
+    parser.add_argument("--max-signatures-per-image", type=int, default=VerifySettings.max_signatures_per_image,
+                        metavar="N", help="signatures each authority examines for one image, over all its "
+                                          f"sources (default: {VerifySettings.max_signatures_per_image})")
     parser.add_argument("--tag-cache-seconds", type=float, default=10.0, metavar="SECONDS",
                         help="how long a tag keeps resolving to the digest it last had; 0 asks the registry "
                              "every time (default: 10)")
@@ -139,6 +142,7 @@ def _settings(args: argparse.Namespace) -> tuple[RegistrySettings, VerifySetting
         raise UsageError("--registry-delegate expects REGISTRY=HOST[:PORT]")
     for flag, value in (("--max-index-children", args.max_index_children),
                         ("--max-signatures-per-source", args.max_signatures_per_source),
+                        ("--max-signatures-per-image", args.max_signatures_per_image),
                         ("--max-containers-per-pod", getattr(args, "max_containers_per_pod", None))):
         if value is not None and value < 1:
             raise UsageError(f"{flag} must be at least 1")
@@ -156,7 +160,8 @@ def _settings(args: argparse.Namespace) -> tuple[RegistrySettings, VerifySetting
     )
     return registry, VerifySettings(no_match=args.no_match, deadline_seconds=args.deadline,
                                     tag_cache_seconds=args.tag_cache_seconds,
-                                    verdict_cache_seconds=args.verdict_cache_seconds)
+                                    verdict_cache_seconds=args.verdict_cache_seconds,
+                                    max_signatures_per_image=args.max_signatures_per_image)
 
 
 def _load_policies(directory: Path) -> PolicySet:

@@ -49,6 +49,8 @@ class VerifySettings:
     # Failures are remembered briefly, so a burst of admissions of a bad image costs one verification.
     failure_cache_seconds: float = 5.0
     cache_entries: int = 10_000
+    # Signatures one authority examines for one image, over all its sources (each source has its own cap too).
+    max_signatures_per_image: int = 64
     max_parallel_per_registry: int = 64
 
 
@@ -309,6 +311,12 @@ class Pipeline:
             else:
                 first_label[fingerprint] = material.label
                 materials.append(material)
+        budget = self.settings.max_signatures_per_image
+        if len(materials) > budget:
+            problems.append(Result.fail(subject, "signature.limit",
+                                        f"{len(materials)} signatures found; only the first {budget} were examined "
+                                        "(max signatures per image)"))
+            materials = materials[:budget]
         checks = await asyncio.gather(*(self._check_signature(rules, image, material) for material in materials))
         if not checks and not problems:
             searched = "; ".join(found.searched for found in collected)

@@ -13,7 +13,7 @@ import pytest
 from pydantic import BaseModel, ConfigDict
 
 from tests.helpers import resources, trust_policy
-from webhook.pipeline import UNKNOWN_CONTEXT, AdmissionContext, ImageVerdict, Pipeline
+from webhook.pipeline import UNKNOWN_CONTEXT, AdmissionContext, ImageVerdict, Pipeline, VerifySettings
 from webhook.policy.compile import compile_policy_set
 from webhook.references import ImageReference
 from webhook.results import Result
@@ -158,6 +158,21 @@ def test_min_signatures_counts_distinct_signers(registry: Registry) -> None:
     assert "the same bytes as signature-1; counted once" in json.dumps(result.result.to_dict())
     registry.sign(digest, KEY_B)
     assert verdict(registry, two).allowed
+
+
+def test_signatures_beyond_the_per_image_cap_are_not_examined(registry: Registry) -> None:
+    digest = registry.add("registry.example.com/app:v1")
+    for index in range(3):
+        registry.sign(digest, f"untrusted-{index}")
+    registry.sign(digest, KEY_A)  # the valid one comes fourth
+    verifiers = {**discover_verifiers(), "stub": StubVerifier()}
+    policies = compile_policy_set(resources(store(), policy()), verifiers)
+    capped = Pipeline(policies, registry, VerifySettings(max_signatures_per_image=3),  # type: ignore[arg-type]
+                      clock=lambda: NOW)
+    (result,) = asyncio.run(capped.verify_images(["registry.example.com/app:v1"]))
+    assert not result.allowed
+    assert "4 signatures found; only the first 3 were examined" in " ".join(result.reasons)
+    assert verdict(registry, policy()).allowed  # the default cap examines all four
 
 
 def test_threshold_counts_authorities(registry: Registry) -> None:
