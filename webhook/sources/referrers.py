@@ -9,6 +9,7 @@ one envelope layer and a `subject` naming the image's digest; its envelope blob 
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any
 
 from webhook import strictjson
@@ -65,18 +66,24 @@ class NotationReferrers(SignatureSource):
     async def _referrers(self, image: ResolvedImage, registry: RegistryClient) -> tuple[str, Any]:
         reference = image.reference
         api = f"/v2/{reference.path}/referrers/{image.digest}?artifactType={NOTARY_SIGNATURE}"
-        body = await registry.get_api(reference, api, MAX_REFERRERS_BYTES)
-        if body is not None:
+        tag = image.digest.replace(":", "-")
+        # Both are asked at once: a registry without the API (docker-registry 2.8) then costs no extra round
+        # trip; the tag schema's answer is used only when the API gives no image index.
+        from_api, from_tag = await asyncio.gather(registry.get_api(reference, api, MAX_REFERRERS_BYTES),
+                                                  registry.get_manifest(reference, tag), return_exceptions=True)
+        if isinstance(from_api, bytes):
             try:
-                index = strictjson.loads(body)
+                index = strictjson.loads(from_api)
             except strictjson.StrictJSONError:
                 index = None
             if signature_descriptors(index) is not None:
                 return f"referrers API of {reference.repository}", index
-        tag = image.digest.replace(":", "-")
-        fallback = await registry.get_manifest(reference, tag)
+        elif isinstance(from_api, BaseException) and not isinstance(from_api, RegistryError):
+            raise from_api
+        if isinstance(from_tag, BaseException):
+            raise from_tag
         where = f"referrers tag {reference.repository}:{tag}"
-        return where, fallback.document if fallback is not None else {"manifests": []}
+        return where, from_tag.document if from_tag is not None else {"manifests": []}
 
     async def collect(self, image: ResolvedImage, registry: RegistryClient) -> Collected:
         reference = image.reference
