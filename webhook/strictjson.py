@@ -30,14 +30,14 @@ def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def _depth_within(value: Any, limit: int) -> bool:
-    stack = [(value, 0)]
+    # Only containers go on the stack: most values of a large document (an AdmissionReview) are scalars.
+    stack = [(value, 0)] if isinstance(value, dict | list) else []
     while stack:
         node, depth = stack.pop()
-        if isinstance(node, dict | list):
-            if depth >= limit:
-                return False
-            children = node.values() if isinstance(node, dict) else node
-            stack.extend((child, depth + 1) for child in children)
+        if depth >= limit:
+            return False
+        children = node.values() if isinstance(node, dict) else node
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
     return True
 
 
