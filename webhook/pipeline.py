@@ -245,7 +245,9 @@ class Pipeline:
                 caches.tags.put((repository, reference.tag or ""), resolved.digest, self.settings.tag_cache_seconds)
             return resolved
 
-        resolved = await caches.resolving.run((repository, digest or f"tag:{reference.tag}"), fetch)
+        # Keyed by what is fetched: a tag may have moved since the tag cache saw it, so a tag fetch never
+        # answers a caller that asked for a digest.
+        resolved = await caches.resolving.run((repository, reference.digest or f"tag:{reference.tag}"), fetch)
         return ResolvedImage(reference, resolved.digest, resolved.manifest, resolved.media_type)
 
     @property

@@ -326,3 +326,38 @@ def test_a_tag_is_resolved_again_after_its_lifetime() -> None:
     clock.now += 0.1
     assert digest_now() == moved
     assert len(registry.resolved) == 2
+
+
+class ByDigestRegistry(CountingRegistry):
+    """Also serves every manifest it ever held by digest, as a registry does after a tag moves."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.by_digest: dict[str, bytes] = {}
+
+    def add(self, image: str, *, seed: str = "") -> str:
+        digest = super().add(image, seed=seed)
+        self.by_digest[digest] = self.manifests[image]
+        return digest
+
+    async def resolve(self, reference: ImageReference) -> ResolvedImage:
+        if reference.digest is None:
+            return await super().resolve(reference)
+        self.resolved.append(str(reference))
+        await self.gate.wait()
+        return ResolvedImage(reference, reference.digest, self.by_digest[reference.digest],
+                             "application/vnd.oci.image.manifest.v1+json")
+
+
+def test_a_tag_fetch_never_answers_a_caller_that_asked_for_a_digest() -> None:
+    registry = ByDigestRegistry()
+    pinned = registry.add(IMAGE)
+    registry.gate.set()
+    caches = VerificationCaches(VerifySettings())
+    verifier = pipeline(registry, policy_set(), caches)
+    asyncio.run(verifier.verify_image(IMAGE))  # the tag cache now maps the tag to `pinned`
+    caches.manifests.clear()  # ... and the manifest has left its cache
+    registry.add(IMAGE, seed="moved")  # the tag moves
+
+    _, by_digest = asyncio.run(admit_concurrently(verifier, registry, [[IMAGE], [f"{IMAGE}@{pinned}"]]))
+    assert by_digest[0].digest == pinned
