@@ -14,6 +14,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
@@ -139,31 +140,28 @@ def create_app(config: WebhookConfig) -> FastAPI:
                 raise BadReviewError(f"body larger than {MAX_BODY_BYTES} bytes")
         return parse_review(bytes(body))
 
-    async def decide(request: Request, *, mutating: bool) -> JSONResponse:
-        try:
-            review = await read_review(request)
-            images = object_images(review)
-        except BadReviewError as exc:
-            return _bad_request(str(exc))
+    async def decide(request: Request, webhook: str) -> dict[str, Any]:
+        """The AdmissionReview answer; BadReviewError for a body that is not a usable review."""
+        review = await read_review(request)
+        images = object_images(review)
         if images is None:
-            return JSONResponse(review_response(
-                review.uid, False, f"trustgate has no rule for {review.group or 'core'}/{review.kind}; check "
-                                   "the webhook rules"))
+            return review_response(review.uid, False, f"trustgate has no rule for {review.group or 'core'}/"
+                                                      f"{review.kind}; check the webhook rules")
         if not images:
-            return JSONResponse(review_response(review.uid, True))
+            return review_response(review.uid, True)
         if len(images) > config.max_containers_per_pod:
-            return JSONResponse(review_response(
+            return review_response(
                 review.uid, False, f"the object has {len(images)} container images to verify, more than the limit "
-                                   f"of {config.max_containers_per_pod}; denied without verification"))
+                                   f"of {config.max_containers_per_pod}; denied without verification")
         pipeline = state.pipeline
         if pipeline is None:
-            return JSONResponse(review_response(review.uid, False, "trustgate is not ready: no policy loaded"))
+            return review_response(review.uid, False, "trustgate is not ready: no policy loaded")
         labels = await config.namespace_labels(review.namespace) if review.namespace else None
+        mutating = webhook == "mutate"
         context = AdmissionContext(namespace_labels=labels, enforce_require_digest=not mutating)
         verdicts = await pipeline.verify_images([image.image for image in images], context)
         where = {image.image: image.field_path for image in images}
         generation = pipeline.policies.generation
-        webhook = "mutate" if mutating else "validate"
         # One line per review (not per image): at admission rates, log writes are a large share of the work.
         log.info("%s %s %s/%s (policy generation %s)%s: %s", webhook, review.uid, review.namespace,
                  review.name or "(generated)", generation, " (dry run)" if review.dry_run else "",
@@ -181,20 +179,25 @@ def create_app(config: WebhookConfig) -> FastAPI:
         if denied:
             message = fit_message([f"image {verdict.image} ({where[verdict.image]}) denied: "
                                    + "; ".join(verdict.reasons) for verdict in denied.values()])
-            ADMISSIONS.labels(webhook, "denied").inc()
-            return JSONResponse(review_response(review.uid, False, message, warnings, audit_annotations=audit))
+            return review_response(review.uid, False, message, warnings, audit_annotations=audit)
         patch = digest_pins(images, verdicts) if mutating else []
-        ADMISSIONS.labels(webhook, "admitted").inc()
-        return JSONResponse(review_response(review.uid, True, warnings=warnings, patch=patch,
-                                            audit_annotations=audit))
+        return review_response(review.uid, True, warnings=warnings, patch=patch, audit_annotations=audit)
+
+    async def answer(request: Request, webhook: str) -> JSONResponse:
+        try:
+            review = await decide(request, webhook)
+        except BadReviewError as exc:
+            return _bad_request(str(exc))
+        ADMISSIONS.labels(webhook, "admitted" if review["response"]["allowed"] else "denied").inc()
+        return JSONResponse(review)
 
     @app.post("/validate")
     async def validate(request: Request) -> JSONResponse:
-        return await decide(request, mutating=False)
+        return await answer(request, "validate")
 
     @app.post("/mutate")
     async def mutate(request: Request) -> JSONResponse:
-        return await decide(request, mutating=True)
+        return await answer(request, "mutate")
 
     return app
 
