@@ -91,6 +91,7 @@ class AdmissionContext:
 
 UNKNOWN_CONTEXT = AdmissionContext()
 
+
 @dataclass(frozen=True)
 class ImageVerdict:
     image: str
@@ -168,13 +169,15 @@ class Pipeline:
         if not policies:
             return self._no_match(image, reference)
 
+        # Policies that fail whatever the registry says are decided before any request is made.
         results: dict[str, Result] = {}
-        if reference.digest is None and context.enforce_require_digest:
-            for policy in policies:
-                if policy.require_digest:
-                    results[policy.name] = Result.fail(
-                        f"policy {policy.name}", "reference.digest_required",
-                        f"requires a digest-pinned reference (name@sha256:...); {image} has none")
+        for policy in policies:
+            if policy.unavailable is not None:
+                results[policy.name] = Result.fail(f"policy {policy.name}", "policy.unavailable", policy.unavailable)
+            elif policy.require_digest and reference.digest is None and context.enforce_require_digest:
+                results[policy.name] = Result.fail(
+                    f"policy {policy.name}", "reference.digest_required",
+                    f"requires a digest-pinned reference (name@sha256:...); {image} has none")
         to_check = [policy for policy in policies if policy.name not in results]
         digest: str | None = None
         if to_check:
@@ -257,8 +260,6 @@ class Pipeline:
 
     async def _check_policy(self, policy: CompiledPolicy, image: ResolvedImage) -> Result:
         subject = f"policy {policy.name}"
-        if policy.unavailable is not None:
-            return Result.fail(subject, "policy.unavailable", policy.unavailable)
         denied = policy.denied_digests & {image.digest, *image.child_digests()}
         if denied:
             which = "the image" if image.digest in denied else f"its child manifest {sorted(denied)[0]}"

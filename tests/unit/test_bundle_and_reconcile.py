@@ -15,7 +15,7 @@ import pytest
 
 from controller.kube import StoredSecret
 from controller.reconcile import Controller, ControllerSettings
-from tests.helpers import resolved, trust_policy, trust_store
+from tests.helpers import trust_policy, trust_store
 from webhook.bundle import (
     ANNOTATION_GENERATION,
     BUNDLE_KEY,
@@ -89,11 +89,11 @@ def test_unavailable_policy_still_matches_and_denies(armored_key: str) -> None:
     try:
         (matched,) = policies.matching("registry.example/payments/api")
         assert matched.unavailable is not None
-        pipeline = Pipeline(policies, registry=None)  # type: ignore[arg-type]  # never reached
-        image = resolved("registry.example/payments/api:v1", b"{}")
-        result = asyncio.run(pipeline._check_policy(matched, image))
-        assert not result.passed
-        assert "TrustPolicy payments is not Ready: TrustStoreNotReady" in result.message
+        # No registry: an unavailable policy is decided without any request.
+        pipeline = Pipeline(policies, registry=None)  # type: ignore[arg-type]
+        verdict = asyncio.run(pipeline.verify_image("registry.example/payments/api:v1"))
+        assert not verdict.allowed
+        assert "TrustPolicy payments is not Ready: TrustStoreNotReady" in " ".join(verdict.reasons)
     finally:
         policies.close()
 
