@@ -14,12 +14,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from pydantic import ValidationError
 
 from webhook.policy.compile import compile_policy
 from webhook.policy.models import KeyStatus, KeyValueSource, TrustPolicy, TrustStore
+from webhook.rekor import spki_der
 from webhook.trust import CompiledTrustStore, KeyMaterial, PemPublicKey, X509Bundle, compile_trust_store
 from webhook.verifiers.base import ConfigError, VerifierPlugin, validation_errors
 from webhook.verifiers.gpg import GpgKey
@@ -182,8 +183,7 @@ def describe_public_key(key: Any) -> str:
 
 
 def _spki_fingerprint(key: Any) -> str:
-    der = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    return "SHA256:" + hashlib.sha256(der).hexdigest()
+    return "SHA256:" + hashlib.sha256(spki_der(key)).hexdigest()
 
 
 def key_status(name: str, material_type: str, material: KeyMaterial) -> KeyStatus:
