@@ -260,11 +260,13 @@ class Pipeline:
 
     async def _check_policy(self, policy: CompiledPolicy, image: ResolvedImage) -> Result:
         subject = f"policy {policy.name}"
-        denied = policy.denied_digests & {image.digest, *image.child_digests()}
-        if denied:
-            which = "the image" if image.digest in denied else f"its child manifest {sorted(denied)[0]}"
-            return Result.fail(subject, "digest.denied",
-                               f"{which} is listed in deniedDigests ({image.digest}); never admitted")
+        # An index is parsed for its children only for policies that deny digests at all (not on the hot path).
+        if policy.denied_digests:
+            denied = policy.denied_digests & {image.digest, *image.child_digests()}
+            if denied:
+                which = "the image" if image.digest in denied else f"its child manifest {sorted(denied)[0]}"
+                return Result.fail(subject, "digest.denied",
+                                   f"{which} is listed in deniedDigests ({image.digest}); never admitted")
         results = await _all([self._cached_authority(policy, rules, image) for rules in policy.authorities])
         return at_least(subject, policy.threshold, results, what="authorities")
 
