@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from asn1crypto import core as asn1_core
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
@@ -124,20 +125,11 @@ def fingerprint(key: PublicKey) -> str:
 
 def _der_utf8_string(data: bytes) -> str | None:
     """The value of a DER UTF8String (tag 12), or None when `data` is not exactly one."""
-    if len(data) < 2 or data[0] != 0x0C:
-        return None
-    length, offset = data[1], 2
-    if length & 0x80:
-        count = length & 0x7F
-        if count == 0 or count > 4 or len(data) < 2 + count:
-            return None
-        length, offset = int.from_bytes(data[2:2 + count], "big"), 2 + count
-    if len(data) != offset + length:
-        return None
     try:
-        return data[offset:].decode("utf-8")
-    except UnicodeDecodeError:
+        value: str = asn1_core.UTF8String.load(data, strict=True).native
+    except (ValueError, TypeError):  # includes UnicodeDecodeError
         return None
+    return value
 
 
 def certificate_issuer(certificate: x509.Certificate) -> str | None:
