@@ -46,8 +46,8 @@ def _registry_flags(parser: argparse.ArgumentParser, policies: argparse._Actions
                         help="allow plain HTTP to this registry (repeatable); certificates are never unchecked")
     parser.add_argument("--no-match", choices=("deny", "warn", "allow"), default="deny",
                         help="verdict for an image no TrustPolicy matches (default: deny)")
-    parser.add_argument("--deadline", type=float, default=9.0, metavar="SECONDS",
-                        help="per-image verification deadline; past it the image is denied (default: 9)")
+    parser.add_argument("--deadline", type=float, default=VerifySettings.deadline_seconds, metavar="SECONDS",
+                        help="per-image verification deadline; past it the image is denied (default: %(default)g)")
     parser.add_argument("--allow-registry-cidr", action="append", default=[], metavar="CIDR",
                         help="let registries resolve to these addresses although they are loopback, link-local "
                              "or cloud metadata (repeatable)")
@@ -61,12 +61,13 @@ def _registry_flags(parser: argparse.ArgumentParser, policies: argparse._Actions
                              "cosign .sig tags)")
     parser.add_argument("--max-signatures-per-image", type=int, default=VerifySettings.max_signatures_per_image,
                         metavar="N", help="signatures each authority examines for one image, over all its "
-                                          f"sources (default: {VerifySettings.max_signatures_per_image})")
-    parser.add_argument("--tag-cache-seconds", type=float, default=10.0, metavar="SECONDS",
-                        help="how long a tag keeps resolving to the digest it last had; 0 asks the registry "
-                             "every time (default: 10)")
-    parser.add_argument("--verdict-cache-seconds", type=float, default=600.0, metavar="SECONDS",
-                        help="how long a passing verdict is reused within one policy generation (default: 600)")
+                                          "sources (default: %(default)s)")
+    parser.add_argument("--tag-cache-seconds", type=float, default=VerifySettings.tag_cache_seconds,
+                        metavar="SECONDS", help="how long a tag keeps resolving to the digest it last had; 0 asks "
+                                                "the registry every time (default: %(default)g)")
+    parser.add_argument("--verdict-cache-seconds", type=float, default=VerifySettings.verdict_cache_seconds,
+                        metavar="SECONDS", help="how long a passing verdict is reused within one policy "
+                                                "generation (default: %(default)g)")
     parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
 
 
