@@ -38,6 +38,11 @@ class ExpiringLRU(Generic[K, V]):
         return len(self._entries)
 
     def get(self, key: K) -> V | None:
+        entry = self.lookup(key)
+        return None if entry is None else entry[1]
+
+    def lookup(self, key: K) -> tuple[float, V] | None:
+        """(expiry on this cache's clock, value), or None when absent or expired."""
         entry = self._entries.get(key)
         if entry is None or entry[0] <= self._clock():
             if entry is not None:
@@ -46,12 +51,18 @@ class ExpiringLRU(Generic[K, V]):
             return None
         self._entries.move_to_end(key)
         self._hits.inc()
-        return entry[1]
+        return entry
 
-    def put(self, key: K, value: V, ttl_seconds: float) -> None:
-        if ttl_seconds <= 0 or self.max_entries <= 0:
+    def put(self, key: K, value: V, ttl_seconds: float) -> float:
+        """Keep `value` for `ttl_seconds`; returns its expiry on this cache's clock."""
+        expires = self._clock() + ttl_seconds
+        self.put_until(key, value, expires)
+        return expires
+
+    def put_until(self, key: K, value: V, expires: float) -> None:
+        if expires <= self._clock() or self.max_entries <= 0:
             return
-        self._entries[key] = (self._clock() + ttl_seconds, value)
+        self._entries[key] = (expires, value)
         self._entries.move_to_end(key)
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)

@@ -64,13 +64,17 @@ class VerificationCaches:
     by generation, so a new generation never sees the old one's)."""
 
     def __init__(self, settings: VerifySettings, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
         self.manifests: ExpiringLRU[tuple[str, str], tuple[bytes, str]] = ExpiringLRU(
             "manifest", MANIFEST_CACHE_ENTRIES, clock)
         self.tags: ExpiringLRU[tuple[str, str], str] = ExpiringLRU("tag", settings.cache_entries, clock)
         self.verdicts: ExpiringLRU[tuple[object, ...], Result] = ExpiringLRU("verdict", settings.cache_entries,
                                                                              clock)
-        self.resolving: SingleFlight[tuple[str, str], ResolvedImage] = SingleFlight("resolve")
-        self.verifying: SingleFlight[tuple[object, ...], Result] = SingleFlight("verdict")
+        # Whole image verdicts, each kept no longer than the youngest cache entry it was decided from.
+        self.images: ExpiringLRU[tuple[object, ...], ImageVerdict] = ExpiringLRU("image", settings.cache_entries,
+                                                                                  clock)
+        self.resolving: SingleFlight[tuple[str, str], tuple[ResolvedImage, float]] = SingleFlight("resolve")
+        self.verifying: SingleFlight[tuple[object, ...], tuple[float, Result]] = SingleFlight("verdict")
         self._registry_slots: dict[str, asyncio.Semaphore] = {}
         self._slots_per_registry = settings.max_parallel_per_registry
 
@@ -92,6 +96,16 @@ class AdmissionContext:
 UNKNOWN_CONTEXT = AdmissionContext()
 
 
+class Freshness:
+    """Until when a verdict holds: the earliest expiry (on the caches' clock) among what it was decided from."""
+
+    def __init__(self, until: float) -> None:
+        self.until = until
+
+    def bound(self, expires: float) -> None:
+        self.until = min(self.until, expires)
+
+
 @dataclass(frozen=True)
 class ImageVerdict:
     image: str
@@ -105,6 +119,8 @@ class ImageVerdict:
     pinnable: bool = False
     # (policy name, mode) of every matching policy that failed, whatever its mode made of it.
     violations: tuple[tuple[str, str], ...] = ()
+    # Why `audit` policies failed: logged each time the verdict is used, not only when it is computed.
+    audit_findings: tuple[str, ...] = ()
 
     @property
     def reasons(self) -> list[str]:
@@ -138,16 +154,37 @@ class Pipeline:
 
     async def verify_images(self, images: Sequence[str],
                             context: AdmissionContext = UNKNOWN_CONTEXT) -> list[ImageVerdict]:
-        """Verify each distinct image once, concurrently; verdicts come back in the order given."""
-        distinct = list(dict.fromkeys(images))
-        verdicts = await _all([self.verify_image(image, context) for image in distinct])
-        by_image = dict(zip(distinct, verdicts, strict=True))
-        return [by_image[image] for image in images]
+        """Verify each distinct image once, concurrently; verdicts come back in the order given.
+
+        An image whose verdict still holds in this context is answered from the cache, without a task.
+        """
+        caches = self._caches
+        labels = None if context.namespace_labels is None else frozenset(context.namespace_labels.items())
+        keys = {image: (self.policies.generation, image, labels, context.enforce_require_digest)
+                for image in images}
+        known: dict[str, ImageVerdict] = {}
+        for image, key in keys.items():
+            cached = caches.images.get(key)
+            if cached is not None:
+                known[image] = cached
+        unknown = [image for image in keys if image not in known]
+        if unknown:
+            known.update(zip(unknown, await _all([self._decide(image, keys[image], context) for image in unknown]),
+                             strict=True))
+        for verdict in known.values():
+            for reason in verdict.audit_findings:
+                log.warning("audit: %s: %s", verdict.image, reason)
+        return [known[image] for image in images]
 
     async def verify_image(self, image: str, context: AdmissionContext = UNKNOWN_CONTEXT) -> ImageVerdict:
+        return (await self.verify_images([image], context))[0]
+
+    async def _decide(self, image: str, key: tuple[object, ...], context: AdmissionContext) -> ImageVerdict:
+        caches = self._caches
+        freshness = Freshness(caches.clock() + self.settings.verdict_cache_seconds)
         try:
             async with asyncio.timeout(self.settings.deadline_seconds):
-                return await self._verify(image, context)
+                verdict = await self._verify(image, context, freshness)
         except TimeoutError:
             message = f"verification did not finish within {self.settings.deadline_seconds:g}s; denied"
             return self._verdict(image, Result.fail(image, "deadline", message), allowed=False)
@@ -155,11 +192,13 @@ class Pipeline:
             log.exception("verification of %s failed", image)
             message = f"internal error during verification ({exc.__class__.__name__}); denied"
             return self._verdict(image, Result.fail(image, "internal_error", message), allowed=False)
+        caches.images.put_until(key, verdict, freshness.until)
+        return verdict
 
     def _verdict(self, image: str, result: Result, *, allowed: bool, **kwargs: object) -> ImageVerdict:
         return ImageVerdict(image, allowed, result, generation=self.policies.generation, **kwargs)  # type: ignore[arg-type]
 
-    async def _verify(self, image: str, context: AdmissionContext) -> ImageVerdict:
+    async def _verify(self, image: str, context: AdmissionContext, freshness: Freshness) -> ImageVerdict:
         try:
             reference = parse_reference(image).with_default_tag()
         except InvalidReferenceError as exc:
@@ -182,14 +221,15 @@ class Pipeline:
         digest: str | None = None
         if to_check:
             try:
-                resolved = await self._resolve(reference)
+                resolved = await self._resolve(reference, freshness)
             except RegistryError as exc:
+                freshness.bound(float("-inf"))  # a registry fault is asked about again next time
                 message = f"cannot resolve {reference}: {exc}"
                 results.update((policy.name, Result.fail(f"policy {policy.name}", "registry", message))
                                for policy in to_check)
             else:
                 digest = resolved.digest
-                checked = await _all([self._check_policy(policy, resolved) for policy in to_check])
+                checked = await _all([self._check_policy(policy, resolved, freshness) for policy in to_check])
                 results.update((policy.name, result) for policy, result in zip(to_check, checked, strict=True))
         return self._combine(image, reference, digest, policies, [results[policy.name] for policy in policies])
 
@@ -213,12 +253,12 @@ class Pipeline:
         code = "image.rejected" if failed else "image.verified"
         result = Result(image, not failed, code, summary, tuple(results))
         warnings: list[str] = []
+        audit_findings: list[str] = []
         for policy, policy_result in failed:
             if policy.mode == "warn":
                 warnings.extend(f"{image}: {reason}" for reason in policy_result.failure_reasons())
             elif policy.mode == "audit":
-                for reason in policy_result.failure_reasons():
-                    log.warning("audit: %s: %s", image, reason)
+                audit_findings.extend(policy_result.failure_reasons())
         # Checks a verifier was told to log rather than enforce (e.g. Notation's permissive level) still reach
         # the deployer as warnings.
         warnings.extend(f"{image}: {node.subject}: {node.details['warnings']}"
@@ -227,30 +267,42 @@ class Pipeline:
         pinnable = allowed and digest is not None and all(policy.mutate_digest for policy in policies)
         return self._verdict(image, result, allowed=allowed, digest=digest, reference=reference,
                              warnings=tuple(warnings), pinnable=pinnable,
-                             violations=tuple((policy.name, policy.mode) for policy, _ in failed))
+                             violations=tuple((policy.name, policy.mode) for policy, _ in failed),
+                             audit_findings=tuple(audit_findings))
 
-    async def _resolve(self, reference: ImageReference) -> ResolvedImage:
-        """The manifest a reference names, asking the registry once for any number of concurrent callers."""
+    async def _resolve(self, reference: ImageReference, freshness: Freshness) -> ResolvedImage:
+        """The manifest a reference names, asking the registry once for any number of concurrent callers.
+
+        A digest names the same manifest forever; a tag's answer holds only as long as the tag cache keeps it.
+        """
         caches = self._caches
         repository = reference.repository
-        digest = reference.digest or caches.tags.get((repository, reference.tag or ""))
+        digest = reference.digest
+        if digest is None:
+            tagged = caches.tags.lookup((repository, reference.tag or ""))
+            if tagged is not None:
+                tag_expires, digest = tagged
+                freshness.bound(tag_expires)
         if digest is not None:
             cached = caches.manifests.get((repository, digest))
             if cached is not None:
                 return ResolvedImage(reference, digest, *cached)
 
-        async def fetch() -> ResolvedImage:
+        async def fetch() -> tuple[ResolvedImage, float]:
             async with caches.registry_slot(reference.domain):
                 resolved = await self.registry.resolve(reference)
             caches.manifests.put((repository, resolved.digest), (resolved.manifest, resolved.media_type),
                                  MANIFEST_CACHE_SECONDS)
-            if reference.digest is None:
-                caches.tags.put((repository, reference.tag or ""), resolved.digest, self.settings.tag_cache_seconds)
-            return resolved
+            if reference.digest is not None:
+                return resolved, float("inf")
+            return resolved, caches.tags.put((repository, reference.tag or ""), resolved.digest,
+                                             self.settings.tag_cache_seconds)
 
         # Keyed by what is fetched: a tag may have moved since the tag cache saw it, so a tag fetch never
         # answers a caller that asked for a digest.
-        resolved = await caches.resolving.run((repository, reference.digest or f"tag:{reference.tag}"), fetch)
+        resolved, expires = await caches.resolving.run((repository, reference.digest or f"tag:{reference.tag}"),
+                                                       fetch)
+        freshness.bound(expires)
         return ResolvedImage(reference, resolved.digest, resolved.manifest, resolved.media_type)
 
     @property
@@ -258,7 +310,7 @@ class Pipeline:
         assert self.caches is not None  # set in __post_init__
         return self.caches
 
-    async def _check_policy(self, policy: CompiledPolicy, image: ResolvedImage) -> Result:
+    async def _check_policy(self, policy: CompiledPolicy, image: ResolvedImage, freshness: Freshness) -> Result:
         subject = f"policy {policy.name}"
         # An index is parsed for its children only for policies that deny digests at all (not on the hot path).
         if policy.denied_digests:
@@ -267,25 +319,27 @@ class Pipeline:
                 which = "the image" if image.digest in denied else f"its child manifest {sorted(denied)[0]}"
                 return Result.fail(subject, "digest.denied",
                                    f"{which} is listed in deniedDigests ({image.digest}); never admitted")
-        results = await _all([self._cached_authority(policy, rules, image) for rules in policy.authorities])
+        results = await _all([self._cached_authority(policy, rules, image, freshness)
+                              for rules in policy.authorities])
         return at_least(subject, policy.threshold, results, what="authorities")
 
-    async def _cached_authority(self, policy: CompiledPolicy, rules: AuthorityRules, image: ResolvedImage) -> Result:
+    async def _cached_authority(self, policy: CompiledPolicy, rules: AuthorityRules, image: ResolvedImage,
+                                freshness: Freshness) -> Result:
         """An authority's verdict on (reference, digest) within this policy generation, computed once."""
         caches = self._caches
         # The reference is part of the key: identity rules judge the name an image is admitted under.
         key = (self.policies.generation, policy.name, rules.name, str(image.reference), image.digest)
-        cached = caches.verdicts.get(key)
-        if cached is not None:
-            return cached
+        cached = caches.verdicts.lookup(key)
+        if cached is None:
+            async def verify() -> tuple[float, Result]:
+                async with caches.registry_slot(image.reference.domain):
+                    result = await self._check_authority(rules, image)
+                return caches.verdicts.put(key, result, self._verdict_lifetime(result, rules)), result
 
-        async def verify() -> Result:
-            async with caches.registry_slot(image.reference.domain):
-                result = await self._check_authority(rules, image)
-            caches.verdicts.put(key, result, self._verdict_lifetime(result, rules))
-            return result
-
-        return await caches.verifying.run(key, verify)
+            cached = await caches.verifying.run(key, verify)
+        expires, result = cached
+        freshness.bound(expires)
+        return result
 
     def _verdict_lifetime(self, result: Result, rules: AuthorityRules) -> float:
         if not result.passed:

@@ -14,9 +14,10 @@ from pydantic import BaseModel, ConfigDict
 
 from tests.helpers import resources, trust_policy
 from webhook.cache import ExpiringLRU, SingleFlight
-from webhook.pipeline import ImageVerdict, Pipeline, VerificationCaches, VerifySettings
+from webhook.pipeline import AdmissionContext, ImageVerdict, Pipeline, VerificationCaches, VerifySettings
 from webhook.policy.compile import PolicySet, compile_policy_set
 from webhook.references import ImageReference
+from webhook.registry.client import RegistryError
 from webhook.results import Result
 from webhook.verifiers.base import (
     Collected,
@@ -29,6 +30,7 @@ from webhook.verifiers.base import (
 )
 
 IMAGE = "registry.example.com/app:v1"
+SIGNED_AT = 1_700_000_000.0  # when every counting signature was made (wall clock)
 PUBLIC_KEY = """-----BEGIN PUBLIC KEY-----
 MCowBQYDK2VwAyEAGb9ECWmEzf6FQbrBZ9w7lshQhqowtrbLDFw4rXAxZuE=
 -----END PUBLIC KEY-----"""
@@ -186,7 +188,8 @@ class CountingAuthority(CompiledAuthority):
         CountingAuthority.checked.append(signer)
         if signer not in self.trusted:
             return Result.fail(material.label, "counting.untrusted", f"{signer} is not trusted")
-        return Result.ok(material.label, "signature.valid", f"signed by {signer}", signer=signer)
+        return Result.ok(material.label, "signature.valid", f"signed by {signer}", signer=signer,
+                         signed_at=SIGNED_AT)
 
 
 class CountingVerifier(VerifierPlugin):
@@ -202,11 +205,12 @@ def fresh_counts() -> None:
     CountingAuthority.checked = []
 
 
-def policy_set(trusted: Sequence[str] = ("release",)) -> PolicySet:
+def policy_set(trusted: Sequence[str] = ("release",), authority: dict[str, Any] | None = None,
+               **spec: Any) -> PolicySet:
     store = {"apiVersion": "trustgate.dev/v1alpha1", "kind": "TrustStore", "metadata": {"name": "s"},
              "spec": {"keys": [{"name": "unused", "publicKey": PUBLIC_KEY}]}}
     policy = trust_policy("app", ["registry.example.com/**"], [{"name": "release", "counting": {
-        "trusted": list(trusted)}}])
+        "trusted": list(trusted)}, **(authority or {})}], **spec)
     return compile_policy_set(resources(store, policy), {**discover_verifiers(), "counting": CountingVerifier()})
 
 
@@ -361,3 +365,115 @@ def test_a_tag_fetch_never_answers_a_caller_that_asked_for_a_digest() -> None:
 
     _, by_digest = asyncio.run(admit_concurrently(verifier, registry, [[IMAGE], [f"{IMAGE}@{pinned}"]]))
     assert by_digest[0].digest == pinned
+
+
+# --- whole image verdicts ------------------------------------------------------------------------------------
+
+
+def test_an_image_verdict_is_reused_only_while_the_signatures_it_counted_are_young_enough() -> None:
+    registry = CountingRegistry()
+    registry.signers[registry.add(IMAGE)] = ["release"]
+    registry.gate.set()
+    monotonic, wall = Clock(), Clock()
+    wall.now = SIGNED_AT + 50
+    verifier = pipeline(registry, policy_set(authority={"maxSignatureAge": "100s"}),
+                        VerificationCaches(VerifySettings(), monotonic))
+    verifier.clock = wall
+
+    def reasons() -> list[str]:
+        return asyncio.run(verifier.verify_image(IMAGE)).reasons
+
+    assert reasons() == []
+    for clock in (monotonic, wall):
+        clock.now += 50.1  # the signature is now older than maxSignatureAge
+    assert "older than maxSignatureAge" in " ".join(reasons())
+
+
+def test_an_image_verdict_holds_only_for_the_namespace_labels_it_was_decided_with() -> None:
+    registry = CountingRegistry()
+    registry.add(IMAGE)  # unsigned
+    registry.gate.set()
+    verifier = pipeline(registry, policy_set(namespaceSelector={"matchLabels": {"env": "prod"}}), no_match="allow")
+
+    def allowed(labels: dict[str, str] | None) -> bool:
+        return asyncio.run(verifier.verify_image(IMAGE, AdmissionContext(namespace_labels=labels))).allowed
+
+    assert [allowed({"env": "dev"}), allowed({"env": "prod"}), allowed(None), allowed({"env": "dev"})] == [
+        True, False, False, True]
+
+
+def test_an_image_verdict_holds_only_for_the_webhook_that_asked() -> None:
+    registry = CountingRegistry()
+    registry.signers[registry.add(IMAGE)] = ["release"]
+    registry.gate.set()
+    verifier = pipeline(registry, policy_set(requireDigest=True))
+
+    def allowed(enforce_require_digest: bool) -> bool:
+        context = AdmissionContext(enforce_require_digest=enforce_require_digest)
+        return asyncio.run(verifier.verify_image(IMAGE, context)).allowed
+
+    # The mutating webhook verifies the tag it is about to pin; validation still wants the digest written.
+    assert [allowed(False), allowed(True), allowed(False)] == [True, False, True]
+
+
+class FlakyRegistry(CountingRegistry):
+    """Fails its first `failures` resolutions, then answers."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+
+    async def resolve(self, reference: ImageReference) -> ResolvedImage:
+        if self.failures:
+            self.failures -= 1
+            raise RegistryError("connection refused")
+        return await super().resolve(reference)
+
+
+def test_a_registry_fault_is_not_remembered_as_the_image_verdict() -> None:
+    registry = FlakyRegistry(failures=1)
+    registry.signers[registry.add(IMAGE)] = ["release"]
+    registry.gate.set()
+    verifier = pipeline(registry, policy_set())
+
+    async def main() -> list[bool]:
+        return [(await verifier.verify_image(IMAGE)).allowed for _ in range(2)]
+
+    assert asyncio.run(main()) == [False, True]
+
+
+def test_an_audit_finding_is_logged_each_time_its_verdict_is_used(caplog: pytest.LogCaptureFixture) -> None:
+    registry = CountingRegistry()
+    registry.add(IMAGE)  # unsigned
+    registry.gate.set()
+    verifier = pipeline(registry, policy_set(mode="audit"))
+
+    async def main() -> list[bool]:
+        return [(await verifier.verify_image(IMAGE)).allowed for _ in range(3)]
+
+    with caplog.at_level("WARNING", logger="webhook.pipeline"):
+        assert asyncio.run(main()) == [True] * 3
+    assert sum(record.getMessage().startswith(f"audit: {IMAGE}: ") for record in caplog.records) == 3
+    assert len(registry.collected) == 1
+
+
+def test_an_image_verdict_from_a_cached_tag_ends_when_the_tag_does() -> None:
+    registry = CountingRegistry()
+    registry.signers[registry.add(IMAGE)] = ["release"]
+    registry.gate.set()
+    clock = Clock()
+    verifier = pipeline(registry, policy_set(), VerificationCaches(VerifySettings(tag_cache_seconds=10.0), clock),
+                        tag_cache_seconds=10.0)
+
+    def digest_in(namespace: str) -> str | None:
+        context = AdmissionContext(namespace_labels={"kubernetes.io/metadata.name": namespace})
+        return asyncio.run(verifier.verify_image(IMAGE, context)).digest
+
+    first = digest_in("a")
+    clock.now += 5
+    assert digest_in("b") == first  # decided from the tag cache, which holds for 5 more seconds
+    moved = registry.add(IMAGE, seed="moved")
+    registry.signers[moved] = ["release"]
+    clock.now += 5
+    assert digest_in("b") == moved
+    assert len(registry.resolved) == 2
