@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -18,12 +19,12 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from starlette.routing import Route
 
 from webhook.admission import (
     AUDIT_POLICY_GENERATION,
     MAX_CONTAINERS_PER_POD,
-    AdmissionRequest,
     BadReviewError,
     digest_pins,
     fit_message,
@@ -46,6 +47,10 @@ IMAGE_VERDICTS = Counter("trustgate_image_verdicts", "Image verdicts, by webhook
 POLICY_VIOLATIONS = Counter("trustgate_policy_violations",
                             "Images that failed a TrustPolicy, by policy and mode (audit and warn included); "
                             "dry-run requests are not counted", ["policy", "mode"])
+REVIEW_SECONDS = Histogram("trustgate_admission_review_duration_seconds",
+                           "Time from a complete AdmissionReview body to its answer, by webhook", ["webhook"],
+                           buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+WEBHOOKS = ("validate", "mutate")
 RELEASE_GRACE_SECONDS = 5.0
 
 
@@ -129,20 +134,9 @@ def create_app(config: WebhookConfig) -> FastAPI:
             return JSONResponse({"status": "not ready", "reason": "no policy loaded"}, status_code=503)
         return JSONResponse({"status": "ready", "policyGeneration": state.pipeline.policies.generation})
 
-    async def read_review(request: Request) -> AdmissionRequest:
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-            raise BadReviewError(f"body larger than {MAX_BODY_BYTES} bytes")
-        body = bytearray()
-        async for chunk in request.stream():
-            body.extend(chunk)
-            if len(body) > MAX_BODY_BYTES:
-                raise BadReviewError(f"body larger than {MAX_BODY_BYTES} bytes")
-        return parse_review(bytes(body))
-
-    async def decide(request: Request, webhook: str) -> dict[str, Any]:
+    async def decide(body: bytes, webhook: str) -> dict[str, Any]:
         """The AdmissionReview answer; BadReviewError for a body that is not a usable review."""
-        review = await read_review(request)
+        review = parse_review(body)
         images = object_images(review)
         if images is None:
             return review_response(review.uid, False, f"trustgate has no rule for {review.group or 'core'}/"
@@ -169,7 +163,7 @@ def create_app(config: WebhookConfig) -> FastAPI:
                            + ("admitted" if verdict.allowed else "denied " + "; ".join(verdict.reasons))
                            for verdict in verdicts))
         for verdict in verdicts:
-            IMAGE_VERDICTS.labels(webhook, "admitted" if verdict.allowed else "denied").inc()
+            image_verdicts[webhook, verdict.allowed].inc()
             if not review.dry_run:
                 for policy, mode in verdict.violations:
                     POLICY_VIOLATIONS.labels(policy, mode).inc()
@@ -183,23 +177,49 @@ def create_app(config: WebhookConfig) -> FastAPI:
         patch = digest_pins(images, verdicts) if mutating else []
         return review_response(review.uid, True, warnings=warnings, patch=patch, audit_annotations=audit)
 
+    # Labelled metric children, bound once: looking them up costs more per review than counting does.
+    admissions = {(webhook, allowed): ADMISSIONS.labels(webhook, _outcome(allowed))
+                  for webhook in WEBHOOKS for allowed in (True, False)}
+    image_verdicts = {(webhook, allowed): IMAGE_VERDICTS.labels(webhook, _outcome(allowed))
+                      for webhook in WEBHOOKS for allowed in (True, False)}
+    review_seconds = {webhook: REVIEW_SECONDS.labels(webhook) for webhook in WEBHOOKS}
+
     async def answer(request: Request, webhook: str) -> JSONResponse:
         try:
-            review = await decide(request, webhook)
+            body = await _read_body(request)
+            started = time.perf_counter()
+            review = await decide(body, webhook)
         except BadReviewError as exc:
             return _bad_request(str(exc))
-        ADMISSIONS.labels(webhook, "admitted" if review["response"]["allowed"] else "denied").inc()
+        admissions[webhook, review["response"]["allowed"]].inc()
+        review_seconds[webhook].observe(time.perf_counter() - started)
         return JSONResponse(review)
 
-    @app.post("/validate")
     async def validate(request: Request) -> JSONResponse:
         return await answer(request, "validate")
 
-    @app.post("/mutate")
     async def mutate(request: Request) -> JSONResponse:
         return await answer(request, "mutate")
 
+    # Plain routes: the webhooks read their own body and need none of FastAPI's per-request parameter work.
+    app.router.routes += [Route("/validate", validate, methods=["POST"]), Route("/mutate", mutate, methods=["POST"])]
     return app
+
+
+async def _read_body(request: Request) -> bytes:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise BadReviewError(f"body larger than {MAX_BODY_BYTES} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body.extend(chunk)
+        if len(body) > MAX_BODY_BYTES:
+            raise BadReviewError(f"body larger than {MAX_BODY_BYTES} bytes")
+    return bytes(body)
+
+
+def _outcome(allowed: bool) -> str:
+    return "admitted" if allowed else "denied"
 
 
 def _bad_request(message: str) -> JSONResponse:

@@ -20,7 +20,7 @@ from webhook.policy.compile import AuthorityRules, CompiledPolicy, PolicySet
 from webhook.references import ImageReference, InvalidReferenceError, parse_reference
 from webhook.registry.client import RegistryClient, RegistryError
 from webhook.results import Result, at_least
-from webhook.verifiers.base import ResolvedImage, SignatureMaterial
+from webhook.verifiers.base import Collected, ImageTarget, ResolvedImage, SignatureMaterial
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,7 @@ class VerificationCaches:
         self.images: ExpiringLRU[tuple[object, ...], ImageVerdict] = ExpiringLRU("image", settings.cache_entries,
                                                                                   clock)
         self.resolving: SingleFlight[tuple[str, str], tuple[ResolvedImage, float]] = SingleFlight("resolve")
+        self.fetching: SingleFlight[tuple[str, str], tuple[bytes, str]] = SingleFlight("manifest")
         self.verifying: SingleFlight[tuple[object, ...], tuple[float, Result]] = SingleFlight("verdict")
         self._registry_slots: dict[str, asyncio.Semaphore] = {}
         self._slots_per_registry = settings.max_parallel_per_registry
@@ -221,15 +222,20 @@ class Pipeline:
         digest: str | None = None
         if to_check:
             try:
-                resolved = await self._resolve(reference, freshness)
+                # A digest reference names its target at once: its signatures are searched while its manifest
+                # is fetched. A tag is resolved first.
+                if reference.digest is None:
+                    target = (await self._resolve_tag(reference, freshness)).target
+                else:
+                    target = ImageTarget(reference, reference.digest)
+                checked = await _all([self._check_policy(policy, target, freshness) for policy in to_check])
+                digest = target.digest
             except RegistryError as exc:
                 freshness.bound(float("-inf"))  # a registry fault is asked about again next time
                 message = f"cannot resolve {reference}: {exc}"
                 results.update((policy.name, Result.fail(f"policy {policy.name}", "registry", message))
                                for policy in to_check)
             else:
-                digest = resolved.digest
-                checked = await _all([self._check_policy(policy, resolved, freshness) for policy in to_check])
                 results.update((policy.name, result) for policy, result in zip(to_check, checked, strict=True))
         return self._combine(image, reference, digest, policies, [results[policy.name] for policy in policies])
 
@@ -270,70 +276,77 @@ class Pipeline:
                              violations=tuple((policy.name, policy.mode) for policy, _ in failed),
                              audit_findings=tuple(audit_findings))
 
-    async def _resolve(self, reference: ImageReference, freshness: Freshness) -> ResolvedImage:
-        """The manifest a reference names, asking the registry once for any number of concurrent callers.
-
-        A digest names the same manifest forever; a tag's answer holds only as long as the tag cache keeps it.
-        """
+    async def _resolve_tag(self, reference: ImageReference, freshness: Freshness) -> ResolvedImage:
+        """The manifest a tag names now, asking the registry once for any number of concurrent callers; the
+        answer holds only as long as the tag cache keeps it."""
         caches = self._caches
         repository = reference.repository
-        digest = reference.digest
-        if digest is None:
-            tagged = caches.tags.lookup((repository, reference.tag or ""))
-            if tagged is not None:
-                tag_expires, digest = tagged
-                freshness.bound(tag_expires)
-        if digest is not None:
-            cached = caches.manifests.get((repository, digest))
-            if cached is not None:
-                return ResolvedImage(reference, digest, *cached)
+        tagged = caches.tags.lookup((repository, reference.tag or ""))
+        if tagged is not None:
+            expires, digest = tagged
+            freshness.bound(expires)
+            return await self._manifest(ImageTarget(reference, digest))
 
         async def fetch() -> tuple[ResolvedImage, float]:
             async with caches.registry_slot(reference.domain):
                 resolved = await self.registry.resolve(reference)
             caches.manifests.put((repository, resolved.digest), (resolved.manifest, resolved.media_type),
                                  MANIFEST_CACHE_SECONDS)
-            if reference.digest is not None:
-                return resolved, float("inf")
             return resolved, caches.tags.put((repository, reference.tag or ""), resolved.digest,
                                              self.settings.tag_cache_seconds)
 
-        # Keyed by what is fetched: a tag may have moved since the tag cache saw it, so a tag fetch never
-        # answers a caller that asked for a digest.
-        resolved, expires = await caches.resolving.run((repository, reference.digest or f"tag:{reference.tag}"),
-                                                       fetch)
+        resolved, expires = await caches.resolving.run((repository, reference.tag or ""), fetch)
         freshness.bound(expires)
         return ResolvedImage(reference, resolved.digest, resolved.manifest, resolved.media_type)
+
+    async def _manifest(self, target: ImageTarget) -> ResolvedImage:
+        """The manifest a digest names (immutable, so kept long), fetched once for concurrent callers.
+
+        Fetched by digest even for an image admitted by tag: the tag may have moved since it named `target`.
+        """
+        caches = self._caches
+        reference = target.reference
+        key = (reference.repository, target.digest)
+        cached = caches.manifests.get(key)
+        if cached is None:
+            async def fetch() -> tuple[bytes, str]:
+                async with caches.registry_slot(reference.domain):
+                    resolved = await self.registry.resolve(reference.with_digest(target.digest))
+                caches.manifests.put(key, (resolved.manifest, resolved.media_type), MANIFEST_CACHE_SECONDS)
+                return resolved.manifest, resolved.media_type
+
+            cached = await caches.fetching.run(key, fetch)
+        return ResolvedImage(reference, target.digest, *cached)
 
     @property
     def _caches(self) -> VerificationCaches:
         assert self.caches is not None  # set in __post_init__
         return self.caches
 
-    async def _check_policy(self, policy: CompiledPolicy, image: ResolvedImage, freshness: Freshness) -> Result:
+    async def _check_policy(self, policy: CompiledPolicy, target: ImageTarget, freshness: Freshness) -> Result:
         subject = f"policy {policy.name}"
         # An index is parsed for its children only for policies that deny digests at all (not on the hot path).
         if policy.denied_digests:
+            image = await self._manifest(target)
             denied = policy.denied_digests & {image.digest, *image.child_digests()}
             if denied:
                 which = "the image" if image.digest in denied else f"its child manifest {sorted(denied)[0]}"
                 return Result.fail(subject, "digest.denied",
                                    f"{which} is listed in deniedDigests ({image.digest}); never admitted")
-        results = await _all([self._cached_authority(policy, rules, image, freshness)
+        results = await _all([self._cached_authority(policy, rules, target, freshness)
                               for rules in policy.authorities])
         return at_least(subject, policy.threshold, results, what="authorities")
 
-    async def _cached_authority(self, policy: CompiledPolicy, rules: AuthorityRules, image: ResolvedImage,
+    async def _cached_authority(self, policy: CompiledPolicy, rules: AuthorityRules, target: ImageTarget,
                                 freshness: Freshness) -> Result:
         """An authority's verdict on (reference, digest) within this policy generation, computed once."""
         caches = self._caches
         # The reference is part of the key: identity rules judge the name an image is admitted under.
-        key = (self.policies.generation, policy.name, rules.name, str(image.reference), image.digest)
+        key = (self.policies.generation, policy.name, rules.name, str(target.reference), target.digest)
         cached = caches.verdicts.lookup(key)
         if cached is None:
             async def verify() -> tuple[float, Result]:
-                async with caches.registry_slot(image.reference.domain):
-                    result = await self._check_authority(rules, image)
+                result = await self._check_authority(rules, target)
                 return caches.verdicts.put(key, result, self._verdict_lifetime(result, rules)), result
 
             cached = await caches.verifying.run(key, verify)
@@ -353,11 +366,16 @@ class Pipeline:
                     lifetime = min(lifetime, check.signed_at + rules.max_signature_age_seconds - now)
         return lifetime
 
-    async def _check_authority(self, rules: AuthorityRules, image: ResolvedImage) -> Result:
+    async def _check_authority(self, rules: AuthorityRules, target: ImageTarget) -> Result:
         authority = rules.verifier
         subject = f"authority {authority.name} ({authority.verifier_type})"
-        collected = await asyncio.gather(*(source.collect(image, self.registry)
-                                           for source in authority.sources(image)))
+
+        async def collect() -> list[Collected]:
+            async with self._caches.registry_slot(target.reference.domain):
+                return await asyncio.gather(*(source.collect(target, self.registry)
+                                              for source in authority.sources(target)))
+
+        collected, image = await asyncio.gather(collect(), self._manifest(target))
         problems = [Result.fail(where, "signature.source", message)
                     for found in collected for where, message in found.problems]
         materials: list[SignatureMaterial] = []

@@ -196,9 +196,13 @@ def test_metrics_count_answers_but_not_dry_run_violations(client: TestClient) ->
         return value or 0.0
 
     before = sample("trustgate_admission_reviews_total", webhook="validate", outcome="denied")
+    timed = sample("trustgate_admission_review_duration_seconds_count", webhook="validate")
     client.post("/validate", content=review(pod({"name": "a", "image": "nginx:1.27"}), dryRun=True))
     assert sample("trustgate_admission_reviews_total", webhook="validate", outcome="denied") == before + 1
     client.post("/validate", content=review({"spec": {}}, kind="Service"))  # answered without verification
+    assert sample("trustgate_admission_reviews_total", webhook="validate", outcome="denied") == before + 2
+    assert sample("trustgate_admission_review_duration_seconds_count", webhook="validate") == timed + 2
+    client.post("/validate", content=b"not json")  # a bad request is not an answered review
     assert sample("trustgate_admission_reviews_total", webhook="validate", outcome="denied") == before + 2
     exposition = client.get("/metrics").text
     assert "trustgate_admission_reviews_total" in exposition and "trustgate_cache_lookups_total" in exposition

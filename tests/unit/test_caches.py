@@ -477,3 +477,62 @@ def test_an_image_verdict_from_a_cached_tag_ends_when_the_tag_does() -> None:
     clock.now += 5
     assert digest_in("b") == moved
     assert len(registry.resolved) == 2
+
+
+# --- digest references: signatures searched while the manifest is fetched ---------------------------------------
+
+
+class ManifestAfterSignaturesRegistry(ByDigestRegistry):
+    """Answers a manifest by digest only once a signature source has asked about that digest: a pipeline that
+    waited for the manifest before searching would never get it (and hit its deadline)."""
+
+    async def resolve(self, reference: ImageReference) -> ResolvedImage:
+        while reference.digest is not None and reference.digest not in self.collected:
+            await asyncio.sleep(0)
+        return await super().resolve(reference)
+
+
+def test_the_signatures_of_a_digest_reference_are_searched_while_its_manifest_is_fetched() -> None:
+    registry = ManifestAfterSignaturesRegistry()
+    digest = registry.add(IMAGE)
+    registry.signers[digest] = ["release"]
+    registry.gate.set()
+    verdict = asyncio.run(pipeline(registry, policy_set(), deadline_seconds=2.0).verify_image(
+        f"registry.example.com/app@{digest}"))
+    assert verdict.allowed, verdict.reasons
+    assert (registry.resolved, registry.collected) == ([f"registry.example.com/app@{digest}"], [digest])
+
+
+class MissingManifestRegistry(ByDigestRegistry):
+    async def resolve(self, reference: ImageReference) -> ResolvedImage:
+        self.resolved.append(str(reference))
+        raise RegistryError("manifest not found (HTTP 404)")
+
+
+def test_a_digest_whose_manifest_cannot_be_fetched_is_denied_although_its_signatures_verify() -> None:
+    registry = MissingManifestRegistry()
+    digest = registry.add(IMAGE)
+    registry.signers[digest] = ["release"]
+    registry.gate.set()
+    verifier = pipeline(registry, policy_set())
+
+    async def main() -> list[ImageVerdict]:
+        return [await verifier.verify_image(f"registry.example.com/app@{digest}") for _ in range(2)]
+
+    verdicts = asyncio.run(main())
+    assert [verdict.allowed for verdict in verdicts] == [False, False]
+    assert "cannot resolve" in verdicts[0].reasons[0]
+    assert len(registry.resolved) == 2  # the fault was not kept
+
+
+def test_one_registry_slot_still_lets_every_image_through() -> None:
+    registry = ByDigestRegistry()
+    digests = [registry.add(f"registry.example.com/app{index}:v1") for index in range(3)]
+    for digest in digests:
+        registry.signers[digest] = ["release"]
+    registry.gate.set()
+    verifier = pipeline(registry, policy_set(), max_parallel_per_registry=1, deadline_seconds=2.0)
+    images = [f"registry.example.com/app{index}@{digest}" for index, digest in enumerate(digests)]
+    images += [f"registry.example.com/app{index}:v1" for index in range(3)]
+    verdicts = asyncio.run(verifier.verify_images(images))
+    assert all(verdict.allowed for verdict in verdicts), [verdict.reasons for verdict in verdicts]

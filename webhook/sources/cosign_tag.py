@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from webhook.references import ImageReference, InvalidDigestError, validate_digest
 from webhook.registry.client import INDEX_MEDIA_TYPES, RegistryError
-from webhook.verifiers.base import Collected, ResolvedImage, SignatureMaterial, SignatureSource
+from webhook.verifiers.base import Collected, ImageTarget, SignatureMaterial, SignatureSource
 from webhook.verifiers.simple_signing import MAX_PAYLOAD_BYTES
 
 if TYPE_CHECKING:
@@ -87,7 +87,7 @@ class CosignSignatureTag(SignatureSource):
         self.signatures_repository = signatures_repository
         self.limit = limit
 
-    async def collect(self, image: ResolvedImage, registry: RegistryClient) -> Collected:
+    async def collect(self, image: ImageTarget, registry: RegistryClient) -> Collected:
         repository = self.signatures_repository or image.reference
         tag = signature_tag(image.digest)
         where = f"{repository.repository}:{tag}"

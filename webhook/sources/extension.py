@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from webhook import strictjson
 from webhook.registry.client import RegistryError
-from webhook.verifiers.base import Collected, ResolvedImage, SignatureMaterial, SignatureSource
+from webhook.verifiers.base import Collected, ImageTarget, SignatureMaterial, SignatureSource
 
 if TYPE_CHECKING:
     from webhook.registry.client import RegistryClient
@@ -54,7 +54,7 @@ class ExtensionSignatures(SignatureSource):
     def __init__(self, limit: int = MAX_EXTENSION_SIGNATURES) -> None:
         self.limit = limit
 
-    async def collect(self, image: ResolvedImage, registry: RegistryClient) -> Collected:
+    async def collect(self, image: ImageTarget, registry: RegistryClient) -> Collected:
         reference = image.reference
         try:
             if not await registry.supports_signature_extension(reference.domain):

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from webhook.registry.client import RegistryError
-from webhook.verifiers.base import Collected, ResolvedImage, SignatureMaterial, SignatureSource
+from webhook.verifiers.base import Collected, ImageTarget, SignatureMaterial, SignatureSource
 
 if TYPE_CHECKING:
     from webhook.registry.client import RegistryClient
@@ -18,7 +18,7 @@ MAX_LOOKASIDE_SIGNATURES = 16
 MAX_SIGNATURE_BYTES = 64 * 1024
 
 
-def lookaside_url(base: str, image: ResolvedImage) -> str:
+def lookaside_url(base: str, image: ImageTarget) -> str:
     algorithm, _, encoded = image.digest.partition(":")
     return f"{base.rstrip('/')}/{image.reference.path}@{algorithm}={encoded}"
 
@@ -28,7 +28,7 @@ class LookasideSignatures(SignatureSource):
         self.base_url = base_url
         self.limit = limit
 
-    async def collect(self, image: ResolvedImage, registry: RegistryClient) -> Collected:
+    async def collect(self, image: ImageTarget, registry: RegistryClient) -> Collected:
         directory = lookaside_url(self.base_url, image)
         materials: list[SignatureMaterial] = []
         problems: list[tuple[str, str]] = []

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from webhook import strictjson
 from webhook.registry.client import RegistryError
-from webhook.verifiers.base import Collected, ResolvedImage, SignatureMaterial, SignatureSource
+from webhook.verifiers.base import Collected, ImageTarget, SignatureMaterial, SignatureSource
 
 if TYPE_CHECKING:
     from webhook.registry.client import RegistryClient
@@ -36,7 +36,7 @@ def signature_descriptors(index: Any) -> list[dict[str, Any]] | None:
             and isinstance(entry.get("digest"), str)]
 
 
-def envelope_layer(manifest: Any, image: ResolvedImage) -> tuple[dict[str, Any] | None, str]:
+def envelope_layer(manifest: Any, image: ImageTarget) -> tuple[dict[str, Any] | None, str]:
     """The envelope layer descriptor of a signature manifest, or None with the reason it is not one."""
     if not isinstance(manifest, dict):
         return None, "not a JSON object"
@@ -63,7 +63,7 @@ class NotationReferrers(SignatureSource):
     def __init__(self, limit: int = MAX_SIGNATURES) -> None:
         self.limit = limit
 
-    async def _referrers(self, image: ResolvedImage, registry: RegistryClient) -> tuple[str, Any]:
+    async def _referrers(self, image: ImageTarget, registry: RegistryClient) -> tuple[str, Any]:
         reference = image.reference
         api = f"/v2/{reference.path}/referrers/{image.digest}?artifactType={NOTARY_SIGNATURE}"
         tag = image.digest.replace(":", "-")
@@ -85,7 +85,7 @@ class NotationReferrers(SignatureSource):
         where = f"referrers tag {reference.repository}:{tag}"
         return where, from_tag.document if from_tag is not None else {"manifests": []}
 
-    async def collect(self, image: ResolvedImage, registry: RegistryClient) -> Collected:
+    async def collect(self, image: ImageTarget, registry: RegistryClient) -> Collected:
         reference = image.reference
         try:
             searched, index = await self._referrers(image, registry)

@@ -36,6 +36,15 @@ ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
 @dataclass(frozen=True, slots=True)
+class ImageTarget:
+    """An image as admitted and the digest it names: all a signature source needs, so the signatures of a
+    digest reference can be looked up while its manifest is still being fetched."""
+
+    reference: ImageReference
+    digest: str
+
+
+@dataclass(frozen=True, slots=True)
 class ResolvedImage:
     """An image as admitted, with the manifest its reference resolved to (bytes hashed, never trusted)."""
 
@@ -43,6 +52,10 @@ class ResolvedImage:
     digest: str
     manifest: bytes
     media_type: str
+
+    @property
+    def target(self) -> ImageTarget:
+        return ImageTarget(self.reference, self.digest)
 
     def child_digests(self) -> tuple[str, ...]:
         """The manifests an index (or Docker manifest list) points at; none for an image manifest."""
@@ -77,7 +90,7 @@ class SignatureSource(ABC):
     """Where one format keeps the signatures of an image, e.g. a lookaside server or a `.sig` tag."""
 
     @abstractmethod
-    async def collect(self, image: ResolvedImage, registry: RegistryClient) -> Collected:
+    async def collect(self, image: ImageTarget, registry: RegistryClient) -> Collected:
         """Fetch candidate signatures for `image`, applying this source's limits."""
 
 
@@ -155,7 +168,7 @@ class CompiledAuthority(ABC):
     verifier_type: str
 
     @abstractmethod
-    def sources(self, image: ResolvedImage) -> Sequence[SignatureSource]:
+    def sources(self, image: ImageTarget) -> Sequence[SignatureSource]:
         """The places to look for signatures of `image`."""
 
     @abstractmethod

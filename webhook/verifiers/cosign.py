@@ -51,6 +51,7 @@ from webhook.trust import PemPublicKey, PublicKey, X509Bundle
 from webhook.verifiers.base import (
     CompiledAuthority,
     ConfigError,
+    ImageTarget,
     ResolvedImage,
     SignatureMaterial,
     SignatureSource,
@@ -273,7 +274,7 @@ class CosignAuthorityVerifier(CompiledAuthority):
     # The clock, for certificates checked without a log entry; replaced in tests.
     now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC), repr=False)
 
-    def sources(self, image: ResolvedImage) -> Sequence[SignatureSource]:
+    def sources(self, image: ImageTarget) -> Sequence[SignatureSource]:
         return [CosignSignatureTag(self.signatures_repository)]
 
     def registries(self) -> Sequence[str]:

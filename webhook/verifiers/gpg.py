@@ -26,6 +26,7 @@ from webhook.sources.extension import ExtensionSignatures
 from webhook.sources.lookaside import LookasideSignatures
 from webhook.verifiers.base import (
     CompiledAuthority,
+    ImageTarget,
     ResolvedImage,
     SignatureMaterial,
     SignatureSource,
@@ -233,7 +234,7 @@ class GpgAuthorityVerifier(CompiledAuthority):
     def rule(self) -> SignedIdentity:
         return self.spec.signedIdentity
 
-    def sources(self, image: ResolvedImage) -> Sequence[SignatureSource]:
+    def sources(self, image: ImageTarget) -> Sequence[SignatureSource]:
         found: list[SignatureSource] = [ExtensionSignatures()]
         if self.spec.lookaside is not None:
             found.append(LookasideSignatures(self.spec.lookaside))

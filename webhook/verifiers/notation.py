@@ -37,6 +37,7 @@ from webhook.verifiers.base import (
     Collected,
     CompiledAuthority,
     ConfigError,
+    ImageTarget,
     ResolvedImage,
     SignatureMaterial,
     SignatureSource,
@@ -111,7 +112,7 @@ class NotationAuthorityVerifier(CompiledAuthority):
     def skipped(self) -> bool:
         return self.spec.verificationLevel == "skip"
 
-    def sources(self, image: ResolvedImage) -> Sequence[SignatureSource]:
+    def sources(self, image: ImageTarget) -> Sequence[SignatureSource]:
         return [SkippedVerification()] if self.skipped else self._sources
 
     def verify_signature(self, image: ResolvedImage, material: SignatureMaterial) -> Result:
@@ -274,7 +275,7 @@ def _target_mismatch(payload: bytes, image: ResolvedImage) -> str | None:
 class SkippedVerification(SignatureSource):
     """Stands in for the signature search when the level is skip: nothing is fetched or checked."""
 
-    async def collect(self, image: ResolvedImage, registry: RegistryClient) -> Collected:
+    async def collect(self, image: ImageTarget, registry: RegistryClient) -> Collected:
         skipped = SignatureMaterial("(verificationLevel skip)", b"")
         return Collected("nothing (verificationLevel skip)", (skipped,))
 
