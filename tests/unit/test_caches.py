@@ -311,13 +311,18 @@ def test_a_failure_is_reused_only_within_its_lifetime() -> None:
     assert registry.collected == [digest, digest]
 
 
-def test_a_tag_is_resolved_again_after_its_lifetime() -> None:
+def signed_tag_with_10s_cache() -> tuple[CountingRegistry, Pipeline, Clock]:
     registry = CountingRegistry()
     registry.signers[registry.add(IMAGE)] = ["release"]
     registry.gate.set()
     clock = Clock()
     verifier = pipeline(registry, policy_set(), VerificationCaches(VerifySettings(tag_cache_seconds=10.0), clock),
                         tag_cache_seconds=10.0)
+    return registry, verifier, clock
+
+
+def test_a_tag_is_resolved_again_after_its_lifetime() -> None:
+    registry, verifier, clock = signed_tag_with_10s_cache()
 
     def digest_now() -> str | None:
         return asyncio.run(verifier.verify_image(IMAGE)).digest
@@ -458,12 +463,7 @@ def test_an_audit_finding_is_logged_each_time_its_verdict_is_used(caplog: pytest
 
 
 def test_an_image_verdict_from_a_cached_tag_ends_when_the_tag_does() -> None:
-    registry = CountingRegistry()
-    registry.signers[registry.add(IMAGE)] = ["release"]
-    registry.gate.set()
-    clock = Clock()
-    verifier = pipeline(registry, policy_set(), VerificationCaches(VerifySettings(tag_cache_seconds=10.0), clock),
-                        tag_cache_seconds=10.0)
+    registry, verifier, clock = signed_tag_with_10s_cache()
 
     def digest_in(namespace: str) -> str | None:
         context = AdmissionContext(namespace_labels={"kubernetes.io/metadata.name": namespace})
