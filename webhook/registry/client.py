@@ -102,9 +102,10 @@ def _ssl_context(ca_file: str | None) -> ssl.SSLContext:
 def _describe(exc: aiohttp.ClientError | TimeoutError, registry: str) -> str:
     cause: BaseException | None = exc
     while cause is not None:
-        if isinstance(cause, ssl.SSLCertVerificationError):
+        # aiohttp's TLS errors subclass ssl's without their attributes; ssl's own error is their cause.
+        if isinstance(cause, ssl.SSLCertVerificationError) and not isinstance(cause, aiohttp.ClientError):
             return f"TLS certificate of {registry} not trusted: {cause.verify_message}"
-        if isinstance(cause, ssl.SSLError):
+        if isinstance(cause, ssl.SSLError) and not isinstance(cause, aiohttp.ClientError):
             return f"TLS error talking to {registry}: {cause.reason or cause}"
         cause = cause.__cause__ or cause.__context__
     if isinstance(exc, TimeoutError):  # aiohttp's connect and read timeouts (ServerTimeoutError) are ones too
