@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import ipaddress
+import json
 import re
 import socket
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import pytest
+from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -207,3 +211,43 @@ def test_delegates_are_per_registry() -> None:
     assert not client.may_delegate("registry.example.com", "attacker.example")
     assert client.may_delegate("docker.io", "auth.docker.io")
     asyncio.run(client.aclose())
+
+
+def test_credentials_a_registry_writes_into_urls_are_never_sent(tmp_path: Path) -> None:
+    """A token realm and a redirect with `user:password@` in their URLs: only the configured credentials go out."""
+    basic = "Basic " + base64.b64encode(b"puller:secret").decode()
+    seen: dict[str, str | None] = {}
+
+    async def scenario() -> object:
+        application = web.Application()
+        listener = socket.create_server(("127.0.0.1", 0))
+        host = f"127.0.0.1:{listener.getsockname()[1]}"
+
+        async def answer(request: web.Request) -> web.Response:
+            seen[request.path] = request.headers.get("Authorization")
+            if request.path == "/v2/":
+                return web.Response(status=401, headers={
+                    "WWW-Authenticate": f'Bearer realm="http://planted:creds@{host}/token"'})
+            if request.path == "/token":
+                return web.json_response({"token": "issued"})
+            if request.path == "/v2/app/manifests/v1":
+                return web.Response(status=307, headers={"Location": f"http://planted:creds@{host}/elsewhere"})
+            return web.Response(status=404)
+
+        application.router.add_get("/{path:.*}", answer)
+        server = web.AppRunner(application)
+        await server.setup()
+        await web.SockSite(server, listener).start()
+        (tmp_path / "auth.json").write_text(json.dumps({"auths": {host: {"username": "puller", "password": "secret"}}}))
+        client = RegistryClient(RegistrySettings(docker_config=str(tmp_path / "auth.json"),
+                                                 insecure_registries=frozenset({host}),
+                                                 allowed_cidrs=(parse_cidr("127.0.0.1"),)))
+        try:
+            return await client.get_manifest(parse_reference(f"{host}/app:v1"), "v1")
+        finally:
+            await client.aclose()
+            await server.cleanup()
+
+    assert asyncio.run(scenario()) is None
+    assert seen == {"/v2/": None, "/token": basic, "/v2/app/manifests/v1": "Bearer issued",
+                    "/elsewhere": "Bearer issued"}

@@ -191,7 +191,8 @@ class RegistryClient:
         """The URL and headers a redirect asks for, once its target is allowed; credentials only to the same origin."""
         location = response.headers.get("Location", "")
         try:
-            target = url.join(URL(location))
+            # Credentials a registry writes into a URL are never sent: only trustgate's own are.
+            target = url.join(URL(location)).with_user(None)
         except ValueError:
             target = URL()
         if not location or target.scheme not in ("http", "https") or not target.host:
@@ -212,7 +213,7 @@ class RegistryClient:
         session = self._session()
         try:
             for _ in range(self.settings.max_redirects + 1):
-                # Redirects are followed above, which checks each target and drops credentials.
+                # aiohttp follows no redirect: `_redirect` checks each target and drops credentials.
                 async with session.get(url, headers=headers, allow_redirects=False) as response:
                     if response.status in REDIRECT_STATUSES:
                         url, headers = self._redirect(url, headers, response, registry)
@@ -274,7 +275,7 @@ class RegistryClient:
                            credentials: Credentials | None) -> str:
         realm = challenge.params.get("realm", "")
         try:
-            realm_url = URL(realm)
+            realm_url = URL(realm).with_user(None)
         except ValueError:
             realm_url = URL()
         if realm_url.scheme not in ("https", "http") or not realm_url.host:
