@@ -289,8 +289,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(stream=sys.stderr, level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # httpx logs every request at INFO; registry traffic is worth reading only when debugging.
-    logging.getLogger("httpx").setLevel(logging.DEBUG if args.log_level == "debug" else logging.WARNING)
     try:
         commands = {"controller": run_controller, "serve": run_serve}
         return commands.get(args.command, run_verify)(args)

@@ -12,6 +12,7 @@ import base64
 import contextlib
 import json
 import os
+import socket
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any
 
 import cbor2
 import pytest
+from aiohttp import web
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -31,6 +33,7 @@ from webhook.pipeline import VerifySettings
 from webhook.policy.compile import compile_policy_set
 from webhook.references import InvalidReferenceError, parse_reference
 from webhook.registry.client import OCI_INDEX, OCI_MANIFEST, RegistryClient, RegistryError, RegistrySettings
+from webhook.registry.network import parse_cidr
 from webhook.sources.cosign_tag import LayerError, parse_layer
 from webhook.sources.referrers import envelope_layer, signature_descriptors
 from webhook.verifiers.notary_envelope import COSE_MEDIA_TYPE, JWS_MEDIA_TYPE, EnvelopeError, open_envelope
@@ -176,30 +179,55 @@ INDEX = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
      "artifactType": "application/vnd.cncf.notary.signature"}]}
 
 
-def serve_manifest(body: bytes, content_type: str) -> Any:
-    """The client's own manifest handling over `body`, served by an in-memory transport."""
-    import httpx
+class ManifestRegistry:
+    """An aiohttp server on 127.0.0.1 answering every manifest with `served`, and the client's own manifest
+    handling over it; both run on one event loop, so one keep-alive connection carries every example."""
 
-    client = RegistryClient(RegistrySettings(insecure_registries=frozenset({"registry.test"})))
-    client._http = httpx.AsyncClient(transport=httpx.MockTransport(
-        lambda request: httpx.Response(200, headers={"Content-Type": content_type}, stream=httpx.ByteStream(
-            body if "/manifests/" in request.url.path else b"{}"))))
+    def __init__(self) -> None:
+        self.served = (b"{}", "")
+        self.loop = asyncio.Runner()
+        application = web.Application()
+        application.router.add_get("/{path:.*}", self.answer)
+        self.server = web.AppRunner(application)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.host = f"127.0.0.1:{self.listener.getsockname()[1]}"
+        self.loop.run(self.start())
+        self.client = RegistryClient(RegistrySettings(insecure_registries=frozenset({self.host}),
+                                                      allowed_cidrs=(parse_cidr("127.0.0.1"),)))
 
-    async def fetch() -> Any:
-        try:
-            return await client.resolve(parse_reference("registry.test/app:v1"))
-        finally:
-            await client.aclose()
-    return asyncio.run(fetch())
+    async def start(self) -> None:
+        await self.server.setup()
+        await web.SockSite(self.server, self.listener).start()
+
+    async def answer(self, request: web.Request) -> web.Response:
+        body, content_type = self.served if "/manifests/" in request.path else (b"{}", "")
+        return web.Response(body=body, headers={"Content-Type": content_type})
+
+    def resolve(self, body: bytes, content_type: str) -> Any:
+        self.served = (body, content_type)
+        return self.loop.run(self.client.resolve(parse_reference(f"{self.host}/app:v1")))
+
+    def close(self) -> None:
+        self.loop.run(self.client.aclose())
+        self.loop.run(self.server.cleanup())
+        self.loop.close()
+
+
+@pytest.fixture(scope="module")
+def manifest_registry() -> Iterator[ManifestRegistry]:
+    registry = ManifestRegistry()
+    yield registry
+    registry.close()
 
 
 @fuzz
 @given(st.binary(max_size=200) | (mutate(MANIFEST) | mutate(INDEX)).map(lambda doc: json.dumps(doc).encode()),
        st.sampled_from([OCI_MANIFEST, OCI_INDEX, "", "text/html"]))
-def test_any_manifest_is_resolved_or_refused(body: bytes, content_type: str) -> None:
+def test_any_manifest_is_resolved_or_refused(manifest_registry: ManifestRegistry, body: bytes,
+                                             content_type: str) -> None:
     INPUTS.update(["OCI manifests and indexes"])
     try:
-        resolved = serve_manifest(body, content_type)
+        resolved = manifest_registry.resolve(body, content_type)
     except RegistryError:
         return
     assert all(digest.startswith("sha256:") or digest for digest in resolved.child_digests())

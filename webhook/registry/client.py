@@ -12,15 +12,23 @@ import logging
 import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urlsplit
 
-import httpcore
-import httpx
+import aiohttp
+from yarl import URL
 
 from webhook import strictjson
 from webhook.references import ImageReference, validate_digest
 from webhook.registry.auth import Challenge, Credentials, load_docker_config, parse_challenges
-from webhook.registry.network import AddressPolicy, ForbiddenAddressError, GuardedBackend, IPNetwork, Resolver, resolve
+from webhook.registry.network import (
+    AddressPolicy,
+    ForbiddenAddressError,
+    GuardedResolver,
+    IPNetwork,
+    Resolver,
+    guarded_socket,
+    resolve,
+)
 from webhook.verifiers.base import ResolvedImage
 
 log = logging.getLogger(__name__)
@@ -91,35 +99,33 @@ def _ssl_context(ca_file: str | None) -> ssl.SSLContext:
     return context
 
 
-def _describe(exc: httpx.HTTPError, registry: str) -> str:
+def _describe(exc: aiohttp.ClientError | TimeoutError, registry: str) -> str:
     cause: BaseException | None = exc
     while cause is not None:
-        if isinstance(cause, ssl.SSLCertVerificationError):
+        # aiohttp's TLS errors subclass ssl's without their attributes; ssl's own error is their cause.
+        if isinstance(cause, ssl.SSLCertVerificationError) and not isinstance(cause, aiohttp.ClientError):
             return f"TLS certificate of {registry} not trusted: {cause.verify_message}"
-        if isinstance(cause, ssl.SSLError):
+        if isinstance(cause, ssl.SSLError) and not isinstance(cause, aiohttp.ClientError):
             return f"TLS error talking to {registry}: {cause.reason or cause}"
         cause = cause.__cause__ or cause.__context__
-    if isinstance(exc, httpx.TimeoutException):
+    if isinstance(exc, TimeoutError):  # aiohttp's connect and read timeouts (ServerTimeoutError) are ones too
         return f"registry {registry} did not answer in time"
-    if isinstance(exc, httpx.ConnectError):
-        return f"cannot connect to registry {registry}: {exc}"
-    if isinstance(exc, httpx.RemoteProtocolError):
+    if isinstance(exc, aiohttp.ClientConnectorError):  # refused, unreachable, or a name that does not resolve
+        return f"cannot connect to registry {registry}: {exc.os_error}"
+    if isinstance(exc, aiohttp.ClientResponseError):  # a status line or header aiohttp's parser refuses
+        return f"{registry} broke off its answer (truncated or malformed HTTP): {exc.message}"
+    if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError):
         return f"{registry} broke off its answer (truncated or malformed HTTP): {exc}"
     return f"request to registry {registry} failed: {exc.__class__.__name__}: {exc}"
 
 
+def _netloc(url: URL) -> str:
+    """`host[:port]` of an absolute URL, with the port only when it is not the scheme's default."""
+    return url.host_port_subcomponent or ""
+
+
 def _hostname(netloc: str) -> str:
     return (urlsplit(f"//{netloc}").hostname or "").lower()
-
-
-def _transport(context: ssl.SSLContext, backend: GuardedBackend) -> httpx.AsyncHTTPTransport:
-    """httpx's transport over a connection pool whose every connection goes through `backend`."""
-    transport = httpx.AsyncHTTPTransport(verify=context, trust_env=False)
-    # httpx (pinned) offers no parameter for the network backend; its pool is rebuilt with the same defaults.
-    transport._pool = httpcore.AsyncConnectionPool(ssl_context=context, max_connections=100,
-                                                   max_keepalive_connections=20, keepalive_expiry=5.0,
-                                                   network_backend=backend)
-    return transport
 
 
 class RegistryClient:
@@ -132,18 +138,38 @@ class RegistryClient:
         self._credentials: dict[str, Credentials] = (
             load_docker_config(settings.docker_config) if settings.docker_config else {}
         )
-        context = _ssl_context(settings.ca_file)
-        self._http = httpx.AsyncClient(
-            transport=_transport(context, GuardedBackend(AddressPolicy(settings.allowed_cidrs), resolver)),
-            timeout=httpx.Timeout(settings.timeout_seconds, connect=min(5.0, settings.timeout_seconds)),
-            follow_redirects=False,  # followed by `_read`, which checks each target and drops credentials
-            trust_env=False,
-            headers={"User-Agent": "trustgate"},
-        )
+        self._ssl_context = _ssl_context(settings.ca_file)
+        self._resolver = resolver
+        self._http: aiohttp.ClientSession | None = None
         self._state: dict[str, _RegistryState] = {}
 
+    def _session(self) -> aiohttp.ClientSession:
+        """The pooled HTTP session, made on first use: aiohttp binds it to the running event loop."""
+        if self._http is None:
+            policy = AddressPolicy(self.settings.allowed_cidrs)
+            connect_seconds = min(5.0, self.settings.timeout_seconds)
+            connector = aiohttp.TCPConnector(
+                ssl=self._ssl_context, limit=100, keepalive_timeout=5.0,
+                resolver=GuardedResolver(policy, self._resolver, connect_seconds),
+                socket_factory=guarded_socket(policy),
+                use_dns_cache=False,  # a name is resolved (and checked) for each new connection, as DNS answers now
+                happy_eyeballs_delay=None,  # one address at a time, in the resolver's order
+            )
+            self._http = aiohttp.ClientSession(
+                connector=connector,
+                # `connect` bounds waiting for a pooled connection too; `sock_read` applies to each read.
+                timeout=aiohttp.ClientTimeout(total=None, connect=self.settings.timeout_seconds,
+                                              sock_connect=connect_seconds, sock_read=self.settings.timeout_seconds),
+                # Bodies are hashed as sent: no decompression, and no encoding asked for.
+                headers={"User-Agent": "trustgate", "Accept-Encoding": "identity"}, auto_decompress=False,
+                cookie_jar=aiohttp.DummyCookieJar(),  # a cookie set by one registry never reaches another
+                trust_env=False,  # no proxy or netrc from the environment: registries are reached directly
+            )
+        return self._http
+
     async def aclose(self) -> None:
-        await self._http.aclose()
+        if self._http is not None:
+            await self._http.close()
 
     def base_url(self, registry: str) -> str:
         scheme = "http" if registry in self.settings.insecure_registries else "https"
@@ -160,52 +186,54 @@ class RegistryClient:
         return any(name == registry and delegate.lower() in (host, netloc.lower())
                    for name, delegate in self.settings.delegates)
 
-    def _redirect(self, request: httpx.Request, response: httpx.Response, registry: str) -> httpx.Request:
-        """The request a redirect asks for, once its target is allowed; credentials only to the same origin."""
+    def _redirect(self, url: URL, headers: Mapping[str, str], response: aiohttp.ClientResponse,
+                  registry: str) -> tuple[URL, dict[str, str]]:
+        """The URL and headers a redirect asks for, once its target is allowed; credentials only to the same origin."""
         location = response.headers.get("Location", "")
-        target = httpx.URL(urljoin(str(request.url), location))
+        try:
+            # Credentials a registry writes into a URL are never sent: only trustgate's own are.
+            target = url.join(URL(location)).with_user(None)
+        except ValueError:
+            target = URL()
         if not location or target.scheme not in ("http", "https") or not target.host:
             raise RegistryError(f"{registry} sent a redirect without a usable Location ({location[:200]!r})")
-        netloc = target.netloc.decode("ascii", "replace")
-        if target.scheme == "http" and request.url.scheme == "https":
+        netloc = _netloc(target)
+        if target.scheme == "http" and url.scheme == "https":
             raise RegistryError(f"{registry} redirected from HTTPS to plain HTTP ({netloc}); refused")
-        same_origin = (target.scheme, target.host, target.port) == (request.url.scheme, request.url.host,
-                                                                      request.url.port)
+        same_origin = (target.scheme, target.host, target.port) == (url.scheme, url.host, url.port)
         if not same_origin and not self.may_delegate(registry, netloc):
             raise RegistryError(f"{registry} redirected to {netloc}, which is not allowed to serve it "
                                 f"(allow it with --registry-delegate {registry}={netloc})")
-        dropped = {"host"} if same_origin else {"host", "authorization", "cookie"}
-        headers = {key: value for key, value in request.headers.items() if key.lower() not in dropped}
-        return self._http.build_request("GET", target, headers=headers)
+        return target, {key: value for key, value in headers.items()
+                        if same_origin or key.lower() != "authorization"}
 
-    async def _read(self, request: httpx.Request, registry: str, limit: int) -> tuple[httpx.Response, bytes]:
+    async def _read(self, url: URL, headers: Mapping[str, str], registry: str,
+                    limit: int) -> tuple[aiohttp.ClientResponse, bytes]:
         """Send a GET, following allowed redirects; the body is read up to `limit` bytes, whatever is declared."""
+        session = self._session()
         try:
             for _ in range(self.settings.max_redirects + 1):
-                response = await self._http.send(request, stream=True)
-                try:
-                    if response.status_code in REDIRECT_STATUSES:
-                        request = self._redirect(request, response, registry)
+                # aiohttp follows no redirect: `_redirect` checks each target and drops credentials.
+                async with session.get(url, headers=headers, allow_redirects=False) as response:
+                    if response.status in REDIRECT_STATUSES:
+                        url, headers = self._redirect(url, headers, response, registry)
                         continue
                     declared = response.headers.get("Content-Length")
                     if declared is not None and declared.isdigit() and int(declared) > limit:
-                        raise RegistryError(f"{registry} answered {declared} bytes for {request.url.path}, "
+                        raise RegistryError(f"{registry} answered {declared} bytes for {url.path}, "
                                             f"more than the {limit}-byte limit")
                     body = bytearray()
-                    async for chunk in response.aiter_raw():
+                    async for chunk in response.content.iter_any():
                         body.extend(chunk)
                         if len(body) > limit:
-                            raise RegistryError(
-                                f"{registry} sent more than the {limit}-byte limit for {request.url.path}")
+                            raise RegistryError(f"{registry} sent more than the {limit}-byte limit for {url.path}")
                     return response, bytes(body)
-                finally:
-                    await response.aclose()
-        except httpx.HTTPError as exc:
+        except (aiohttp.ClientError, TimeoutError) as exc:
             raise RegistryError(_describe(exc, registry)) from None
         except ForbiddenAddressError as exc:
             raise RegistryError(str(exc)) from None
         raise RegistryError(f"{registry} redirected more than {self.settings.max_redirects} times "
-                            f"(last to {request.url.host}); refused")
+                            f"(last to {url.host}); refused")
 
     def _check_scope(self, registry: str) -> None:
         if self.scope is not None and not self.scope(registry):
@@ -216,15 +244,14 @@ class RegistryClient:
         state = self._state.setdefault(registry, _RegistryState())
         async with state.ping_lock:
             if state.challenges is None:
-                request = self._http.build_request("GET", f"{self.base_url(registry)}/v2/")
-                response, _ = await self._read(request, registry, 64 * 1024)
-                if response.status_code not in (200, 401):
+                response, _ = await self._read(URL(f"{self.base_url(registry)}/v2/"), {}, registry, 64 * 1024)
+                if response.status not in (200, 401):
                     raise RegistryError(f"{registry} does not speak the registry API: /v2/ answered "
-                                        f"HTTP {response.status_code}")
+                                        f"HTTP {response.status}")
                 state.supports_signatures = response.headers.get("X-Registry-Supports-Signatures") == "1"
                 state.challenges = (
-                    parse_challenges(response.headers.get_list("WWW-Authenticate"))
-                    if response.status_code == 401 else []
+                    parse_challenges(response.headers.getall("WWW-Authenticate", []))
+                    if response.status == 401 else []
                 )
         return state
 
@@ -247,23 +274,27 @@ class RegistryClient:
     async def _fetch_token(self, registry: str, challenge: Challenge, scope: str,
                            credentials: Credentials | None) -> str:
         realm = challenge.params.get("realm", "")
-        realm_url = urlsplit(realm)
-        if realm_url.scheme not in ("https", "http") or not realm_url.hostname:
+        try:
+            realm_url = URL(realm).with_user(None)
+        except ValueError:
+            realm_url = URL()
+        if realm_url.scheme not in ("https", "http") or not realm_url.host:
             raise RegistryError(f"{registry} named an invalid token realm {realm!r}")
         if realm_url.scheme == "http" and registry not in self.settings.insecure_registries:
             raise RegistryError(f"{registry} named a plain-HTTP token realm {realm!r}; refusing to send "
                                 "credentials without TLS")
-        if not self.may_delegate(registry, realm_url.netloc):
-            raise RegistryError(f"{registry} named the token service {realm_url.netloc}, which is not allowed to "
-                                f"serve it (allow it with --registry-delegate {registry}={realm_url.netloc})")
+        # The URL requested is the one checked: the same parser reads the host the delegation is decided on.
+        netloc = _netloc(realm_url)
+        if not self.may_delegate(registry, netloc):
+            raise RegistryError(f"{registry} named the token service {netloc}, which is not allowed to "
+                                f"serve it (allow it with --registry-delegate {registry}={netloc})")
         params = {"scope": scope}
         if "service" in challenge.params:
             params["service"] = challenge.params["service"]
         headers = {"Authorization": credentials.basic_header()} if credentials else {}
-        request = self._http.build_request("GET", realm, params=params, headers=headers)
-        response, body = await self._read(request, registry, 64 * 1024)
-        if response.status_code != 200:
-            raise RegistryError(f"token service of {registry} refused access (HTTP {response.status_code})")
+        response, body = await self._read(realm_url.update_query(params), headers, registry, 64 * 1024)
+        if response.status != 200:
+            raise RegistryError(f"token service of {registry} refused access (HTTP {response.status})")
         try:
             document = strictjson.loads(body)
             token = document.get("token") or document.get("access_token")
@@ -274,7 +305,7 @@ class RegistryClient:
         return token
 
     async def _get(self, reference: ImageReference, path: str, *, accept: str | None = None,
-                   limit: int) -> tuple[httpx.Response, bytes]:
+                   limit: int) -> tuple[aiohttp.ClientResponse, bytes]:
         """GET an API path of the reference's registry, authenticating as the registry asks."""
         registry = reference.domain
         state = await self._ping(registry)
@@ -283,17 +314,16 @@ class RegistryClient:
             authorization = await self._authorization(registry, reference.path, state)
             if authorization:
                 headers["Authorization"] = authorization
-            request = self._http.build_request("GET", f"{self.base_url(registry)}{path}", headers=headers)
-            response, body = await self._read(request, registry, limit)
-            if response.status_code == 401 and attempt == 0 and state.tokens:
+            response, body = await self._read(URL(f"{self.base_url(registry)}{path}"), headers, registry, limit)
+            if response.status == 401 and attempt == 0 and state.tokens:
                 state.tokens.clear()  # an expired token: fetch a new one once
                 continue
             return response, body
         return response, body
 
     @staticmethod
-    def _fail(response: httpx.Response, registry: str, what: str) -> RegistryError:
-        code = response.status_code
+    def _fail(response: aiohttp.ClientResponse, registry: str, what: str) -> RegistryError:
+        code = response.status
         if code == 401:
             return RegistryError(f"{registry} refused the credentials for {what} (HTTP 401)")
         if code == 403:
@@ -315,9 +345,9 @@ class RegistryClient:
             reference, f"/v2/{reference.path}/manifests/{tag_or_digest}",
             accept=", ".join(MANIFEST_MEDIA_TYPES), limit=self.settings.max_manifest_bytes,
         )
-        if response.status_code == 404:
+        if response.status == 404:
             return None
-        if response.status_code != 200:
+        if response.status != 200:
             raise self._fail(response, reference.domain, what)
         if ":" in tag_or_digest:
             algorithm, _, expected = validate_digest(tag_or_digest).partition(":")
@@ -350,7 +380,7 @@ class RegistryClient:
         validate_digest(digest)
         response, body = await self._get(reference, f"/v2/{reference.path}/blobs/{digest}",
                                          limit=limit or self.settings.max_blob_bytes)
-        if response.status_code != 200:
+        if response.status != 200:
             raise self._fail(response, reference.domain, f"blob {digest} of {reference.repository}")
         algorithm, _, expected = digest.partition(":")
         if hashlib.new(algorithm, body).hexdigest() != expected:
@@ -363,9 +393,9 @@ class RegistryClient:
     async def get_api(self, reference: ImageReference, path: str, limit: int) -> bytes | None:
         """GET another path of the registry's API (e.g. the signature extension); None on 404."""
         response, body = await self._get(reference, path, limit=limit)
-        if response.status_code == 404:
+        if response.status == 404:
             return None
-        if response.status_code != 200:
+        if response.status != 200:
             raise self._fail(response, reference.domain, path)
         return body
 
@@ -373,11 +403,10 @@ class RegistryClient:
         """GET a URL outside any registry API (a configured lookaside), without credentials; None on 404."""
         parts = urlsplit(url)
         host = f"{parts.hostname}:{parts.port}" if parts.port else parts.hostname or "(no host)"  # no userinfo
-        request = self._http.build_request("GET", url)
-        response, body = await self._read(request, host, limit)
-        if response.status_code == 404:
+        response, body = await self._read(URL(url), {}, host, limit)
+        if response.status == 404:
             return None
-        if response.status_code != 200:
+        if response.status != 200:
             raise self._fail(response, host, url)
         return body
 

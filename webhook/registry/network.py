@@ -3,8 +3,11 @@
 Pod specs choose image references, so a tenant chooses the hosts the webhook talks to, and a registry chooses
 where it redirects and which token service it names. Checking a hostname is not enough (DNS can point
 `registry.attacker.example` at 169.254.169.254), and checking a resolved address before letting another
-component resolve again is not enough either (DNS rebinding): the check lives in the network backend, which
-resolves once, refuses forbidden addresses and connects to the address it checked.
+component resolve again is not enough either (DNS rebinding). The check sits in two places of aiohttp's
+connector: its resolver (`GuardedResolver`) resolves once and hands on only the addresses the policy permits,
+which the connector then connects to without resolving again; and its socket factory (`guarded_socket`) checks
+the address of every socket it opens, the one check that also sees IP-literal hosts, for which aiohttp never
+calls a resolver.
 """
 
 from __future__ import annotations
@@ -13,10 +16,11 @@ import asyncio
 import ipaddress
 import socket
 import typing
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import httpcore
+from aiohttp import AddrInfoType
+from aiohttp.abc import AbstractResolver, ResolveResult
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -87,9 +91,9 @@ async def resolve(host: str, port: int) -> list[IPAddress]:
     try:
         answers = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
-        raise httpcore.ConnectError(f"cannot resolve host {host}: {exc.strerror}") from None
+        raise OSError(f"cannot resolve host {host}: {exc.strerror}") from None
     except UnicodeError:  # a label the IDNA codec refuses (e.g. longer than 63): never sent to a resolver
-        raise httpcore.ConnectError(f"cannot resolve host {host}: not a valid DNS name") from None
+        raise OSError(f"cannot resolve host {host}: not a valid DNS name") from None
     addresses: list[IPAddress] = []
     for _, _, _, _, sockaddr in answers:
         address = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])
@@ -98,39 +102,42 @@ async def resolve(host: str, port: int) -> list[IPAddress]:
     return addresses
 
 
-class GuardedBackend(httpcore.AsyncNetworkBackend):
-    """httpcore's network backend with the address policy applied to every address it connects to."""
+def _refused(host: str, addresses: Sequence[IPAddress], policy: AddressPolicy) -> ForbiddenAddressError:
+    reasons = ", ".join(f"{address} is {policy.refusal(address)}" for address in addresses)
+    return ForbiddenAddressError(
+        f"refusing to connect to {host}: {reasons or 'no address'} (allow it with --allow-registry-cidr)")
 
-    def __init__(self, policy: AddressPolicy, resolver: Resolver = resolve) -> None:
+
+class GuardedResolver(AbstractResolver):
+    """aiohttp's resolver: resolves once through `resolver` and answers only the addresses the policy permits."""
+
+    def __init__(self, policy: AddressPolicy, resolver: Resolver = resolve, timeout: float | None = None) -> None:
         self._policy = policy
         self._resolver = resolver
-        self._inner = httpcore.AnyIOBackend()
+        self._timeout = timeout
 
-    async def connect_tcp(self, host: str, port: int, timeout: float | None = None,
-                          local_address: str | None = None,
-                          socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
-                          ) -> httpcore.AsyncNetworkStream:
-        async with asyncio.timeout(timeout):
+    async def resolve(self, host: str, port: int = 0,
+                      family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
+        async with asyncio.timeout(self._timeout):
             addresses = await self._resolver(host, port)
         permitted = [address for address in addresses if self._policy.refusal(address) is None]
         if not permitted:
-            reasons = ", ".join(f"{address} is {self._policy.refusal(address)}" for address in addresses)
-            raise ForbiddenAddressError(
-                f"refusing to connect to {host}: {reasons or 'no address'} (allow it with --allow-registry-cidr)")
-        last: Exception | None = None
-        for address in permitted:
-            try:
-                return await self._inner.connect_tcp(str(address), port, timeout=timeout,
-                                                     local_address=local_address, socket_options=socket_options)
-            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
-                last = exc
-        assert last is not None
-        raise last
+            raise _refused(host, addresses, self._policy)
+        return [ResolveResult(hostname=host, host=str(address), port=port,
+                              family=socket.AF_INET6 if address.version == 6 else socket.AF_INET,
+                              proto=socket.IPPROTO_TCP, flags=socket.AI_NUMERICHOST | socket.AI_NUMERICSERV)
+                for address in permitted]
 
-    async def connect_unix_socket(self, path: str, timeout: float | None = None,
-                                  socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
-                                  ) -> httpcore.AsyncNetworkStream:
-        raise ForbiddenAddressError(f"refusing to connect to the unix socket {path}")
+    async def close(self) -> None:
+        """Nothing to release: `resolver` is a function."""
 
-    async def sleep(self, seconds: float) -> None:
-        await self._inner.sleep(seconds)
+
+def guarded_socket(policy: AddressPolicy) -> Callable[[AddrInfoType], socket.socket]:
+    """aiohttp's socket factory: a socket for an address the policy permits, ForbiddenAddressError otherwise."""
+    def open_socket(addr_info: AddrInfoType) -> socket.socket:
+        family, kind, proto, _, sockaddr = addr_info
+        address = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])
+        if policy.refusal(address) is not None:
+            raise _refused(str(address), [address], policy)
+        return socket.socket(family, kind, proto)
+    return open_socket
