@@ -289,6 +289,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(stream=sys.stderr, level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # The format prints none of these; not gathering them makes each record (one per admission) cheaper.
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     try:
         commands = {"controller": run_controller, "serve": run_serve}
         return commands.get(args.command, run_verify)(args)
