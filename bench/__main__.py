@@ -376,12 +376,15 @@ def versions() -> list[str]:
         lines = [text.strip() for text in (output.stdout + output.stderr).splitlines() if text.strip()]
         return next((text for text in lines if text.lower().startswith(line.lower())), "unknown")
 
+    import aiohttp
     import fastapi
     import uvicorn
+    import uvloop
 
     return [
-        f"- Python {platform.python_version()}, FastAPI {fastapi.__version__}, uvicorn {uvicorn.__version__}, "
-        f"httpx {httpx.__version__}",
+        f"- Python {platform.python_version()}, FastAPI {fastapi.__version__}, uvicorn {uvicorn.__version__} "
+        f"(uvloop {uvloop.__version__}), aiohttp {aiohttp.__version__} (trustgate's registry client), "
+        f"httpx {httpx.__version__} (the benchmark's client)",
         f"- {version('docker-registry', '--version')}",
         f"- {version('skopeo', '--version')}; {version('gpg', '--version')}",
         f"- cosign {version('cosign', 'version', line='GitVersion')}; "

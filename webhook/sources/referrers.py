@@ -2,7 +2,9 @@
 
 Asks the referrers API (`/v2/<name>/referrers/<digest>?artifactType=...`, OCI distribution 1.1) first and,
 when the registry does not offer it (404, or an answer that is not an image index, as docker-registry 2.8
-gives), the referrers tag schema: an index tagged `sha256-<hex>` next to the image. Each listed manifest must
+gives), the referrers tag schema: an index tagged `sha256-<hex>` next to the image. Until it is known which
+one a registry offers, both are asked at once; then only that one, for REFERRERS_MODE_SECONDS (a registry
+may be upgraded), as ORAS and notation remember it too. Each listed manifest must
 be a Notary signature (artifactType or config mediaType `application/vnd.cncf.notary.signature`) with exactly
 one envelope layer and a `subject` naming the image's digest; its envelope blob becomes the material.
 """
@@ -10,7 +12,9 @@ one envelope layer and a `subject` naming the image's digest; its envelope blob 
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Literal
 
 from webhook import strictjson
 from webhook.registry.client import RegistryError
@@ -25,6 +29,9 @@ OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 MAX_REFERRERS_BYTES = 4 * 1024 * 1024
 MAX_SIGNATURES = 16
 MAX_ENVELOPE_BYTES = 1024 * 1024
+REFERRERS_MODE_SECONDS = 300.0
+
+ReferrersMode = Literal["api", "tag"]
 
 
 def signature_descriptors(index: Any) -> list[dict[str, Any]] | None:
@@ -60,30 +67,70 @@ def envelope_layer(manifest: Any, image: ImageTarget) -> tuple[dict[str, Any] | 
 
 
 class NotationReferrers(SignatureSource):
-    def __init__(self, limit: int = MAX_SIGNATURES) -> None:
+    def __init__(self, limit: int = MAX_SIGNATURES, clock: Callable[[], float] = time.monotonic) -> None:
         self.limit = limit
+        self._clock = clock
+        # registry -> (what it offers, until when that is trusted)
+        self._modes: dict[str, tuple[ReferrersMode, float]] = {}
+
+    def _mode(self, registry: str) -> ReferrersMode | None:
+        known = self._modes.get(registry)
+        return known[0] if known is not None and known[1] > self._clock() else None
+
+    def _learned(self, registry: str, mode: ReferrersMode) -> None:
+        self._modes[registry] = (mode, self._clock() + REFERRERS_MODE_SECONDS)
+
+    async def _from_api(self, image: ImageTarget, registry: RegistryClient) -> tuple[Any, bool]:
+        """(the referrers index the API answers or None, whether the registry said it does not offer the API).
+
+        A fault (an error status, a timeout) says nothing about what the registry offers."""
+        reference = image.reference
+        path = f"/v2/{reference.path}/referrers/{image.digest}?artifactType={NOTARY_SIGNATURE}"
+        try:
+            answer = await registry.get_api(reference, path, MAX_REFERRERS_BYTES)
+        except RegistryError:
+            return None, False
+        try:
+            index = strictjson.loads(answer) if answer is not None else None
+        except strictjson.StrictJSONError:
+            index = None
+        if signature_descriptors(index) is None:
+            return None, True
+        return index, False
+
+    async def _from_tag(self, image: ImageTarget, registry: RegistryClient) -> Any:
+        manifest = await registry.get_manifest(image.reference, image.digest.replace(":", "-"))
+        return manifest.document if manifest is not None else {"manifests": []}
 
     async def _referrers(self, image: ImageTarget, registry: RegistryClient) -> tuple[str, Any]:
         reference = image.reference
-        api = f"/v2/{reference.path}/referrers/{image.digest}?artifactType={NOTARY_SIGNATURE}"
-        tag = image.digest.replace(":", "-")
-        # Both are asked at once: a registry without the API (docker-registry 2.8) then costs no extra round
+        by_api = f"referrers API of {reference.repository}"
+        by_tag = f"referrers tag {reference.repository}:{image.digest.replace(':', '-')}"
+        mode = self._mode(reference.domain)
+        if mode == "tag":
+            return by_tag, await self._from_tag(image, registry)
+        if mode == "api":
+            index, not_offered = await self._from_api(image, registry)
+            if index is not None:
+                return by_api, index
+            if not_offered:  # the registry no longer offers the API
+                self._learned(reference.domain, "tag")
+            return by_tag, await self._from_tag(image, registry)
+        # Not known yet: both at once, so a registry without the API (docker-registry 2.8) costs no extra round
         # trip; the tag schema's answer is used only when the API gives no image index.
-        from_api, from_tag = await asyncio.gather(registry.get_api(reference, api, MAX_REFERRERS_BYTES),
-                                                  registry.get_manifest(reference, tag), return_exceptions=True)
-        if isinstance(from_api, bytes):
-            try:
-                index = strictjson.loads(from_api)
-            except strictjson.StrictJSONError:
-                index = None
-            if signature_descriptors(index) is not None:
-                return f"referrers API of {reference.repository}", index
-        elif isinstance(from_api, BaseException) and not isinstance(from_api, RegistryError):
+        from_api, from_tag = await asyncio.gather(self._from_api(image, registry), self._from_tag(image, registry),
+                                                  return_exceptions=True)
+        if isinstance(from_api, BaseException):
             raise from_api
+        index, not_offered = from_api
+        if index is not None:
+            self._learned(reference.domain, "api")
+            return by_api, index
+        if not_offered:
+            self._learned(reference.domain, "tag")
         if isinstance(from_tag, BaseException):
             raise from_tag
-        where = f"referrers tag {reference.repository}:{tag}"
-        return where, from_tag.document if from_tag is not None else {"manifests": []}
+        return by_tag, from_tag
 
     async def collect(self, image: ImageTarget, registry: RegistryClient) -> Collected:
         reference = image.reference
