@@ -54,6 +54,8 @@ def loads(data: bytes, max_depth: int = DEFAULT_MAX_DEPTH) -> Any:
         raise StrictJSONError(f"JSON nested deeper than {max_depth} levels") from None
     except json.JSONDecodeError as exc:
         raise StrictJSONError(f"not JSON: {exc.msg} at offset {exc.pos}") from None
-    if not _depth_within(value, max_depth):
+    # Nesting needs an opening bracket per level: a document with fewer than `max_depth` of them (most
+    # AdmissionReviews and signature payloads) cannot be too deep, and is not walked.
+    if data.count(b"[") + data.count(b"{") >= max_depth and not _depth_within(value, max_depth):
         raise StrictJSONError(f"JSON nested deeper than {max_depth} levels")
     return value
