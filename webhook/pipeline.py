@@ -70,7 +70,7 @@ class VerificationCaches:
         self.tags: ExpiringLRU[tuple[str, str], str] = ExpiringLRU("tag", settings.cache_entries, clock)
         self.verdicts: ExpiringLRU[tuple[object, ...], Result] = ExpiringLRU("verdict", settings.cache_entries,
                                                                              clock)
-        # Whole image verdicts, each kept no longer than the youngest cache entry it was decided from.
+        # Whole image verdicts, each kept until the first of the entries it was decided from expires.
         self.images: ExpiringLRU[tuple[object, ...], ImageVerdict] = ExpiringLRU("image", settings.cache_entries,
                                                                                   clock)
         self.resolving: SingleFlight[tuple[str, str], tuple[ResolvedImage, float]] = SingleFlight("resolve")
