@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import base64
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -200,6 +200,16 @@ def _b64std(value: Any, what: str) -> bytes:
         raise EnvelopeError(f"{what} is not base64") from None
 
 
+def _signed_times(protected: Mapping[Any, Any], parse: Callable[[Any, str], datetime],
+                  ) -> tuple[datetime | None, datetime | None, datetime | None]:
+    """(signing time, authentic signing time, expiry) from the protected header, each optional, read with the
+    envelope format's own time encoding."""
+    def read(name: str) -> datetime | None:
+        return parse(protected[name], name) if name in protected else None
+
+    return read(SIGNING_TIME), read(AUTHENTIC_SIGNING_TIME), read(EXPIRY)
+
+
 def _rfc3339(value: Any, what: str) -> datetime:
     if not isinstance(value, str):
         raise EnvelopeError(f"{what} is not an RFC 3339 time string")
@@ -247,10 +257,7 @@ def _open_jws(data: bytes) -> Envelope:
     if protected.get("cty") != PAYLOAD_CONTENT_TYPE:
         raise EnvelopeError(f"payload content type {protected.get('cty')!r} is not {PAYLOAD_CONTENT_TYPE}")
     _check_attributes(protected, protected.get("crit"))
-    signing_time = _rfc3339(protected[SIGNING_TIME], SIGNING_TIME) if SIGNING_TIME in protected else None
-    authentic_time = (_rfc3339(protected[AUTHENTIC_SIGNING_TIME], AUTHENTIC_SIGNING_TIME)
-                      if AUTHENTIC_SIGNING_TIME in protected else None)
-    expiry = _rfc3339(protected[EXPIRY], EXPIRY) if EXPIRY in protected else None
+    signing_time, authentic_time, expiry = _signed_times(protected, _rfc3339)
     scheme = _check_scheme(protected.get(SIGNING_SCHEME), signing_time, authentic_time)
     token = header.get(TIMESTAMP_SIGNATURE)
     agent = header.get(SIGNING_AGENT)
@@ -317,10 +324,7 @@ def _open_cose(data: bytes) -> Envelope:
                             f"{PAYLOAD_CONTENT_TYPE}")
     critical = protected.get(_COSE_CRIT)
     _check_attributes(protected, critical)
-    signing_time = _cose_time(protected[SIGNING_TIME], SIGNING_TIME) if SIGNING_TIME in protected else None
-    authentic_time = (_cose_time(protected[AUTHENTIC_SIGNING_TIME], AUTHENTIC_SIGNING_TIME)
-                      if AUTHENTIC_SIGNING_TIME in protected else None)
-    expiry = _cose_time(protected[EXPIRY], EXPIRY) if EXPIRY in protected else None
+    signing_time, authentic_time, expiry = _signed_times(protected, _cose_time)
     scheme = _check_scheme(protected.get(SIGNING_SCHEME), signing_time, authentic_time)
     token = unprotected.get(TIMESTAMP_SIGNATURE)
     if token is not None and not isinstance(token, bytes):
