@@ -34,6 +34,11 @@ REFERRERS_MODE_SECONDS = 300.0
 ReferrersMode = Literal["api", "tag"]
 
 
+def referrers_tag(digest: str) -> str:
+    """`sha256:abc...` -> `sha256-abc...`, the tag the referrers tag schema files an image's referrers under."""
+    return digest.replace(":", "-")
+
+
 def signature_descriptors(index: Any) -> list[dict[str, Any]] | None:
     """The Notary signature descriptors of a referrers index; None when it is not an image index."""
     if not isinstance(index, dict) or not isinstance(index.get("manifests"), list):
@@ -99,13 +104,13 @@ class NotationReferrers(SignatureSource):
         return index, False
 
     async def _from_tag(self, image: ImageTarget, registry: RegistryClient) -> Any:
-        manifest = await registry.get_manifest(image.reference, image.digest.replace(":", "-"))
+        manifest = await registry.get_manifest(image.reference, referrers_tag(image.digest))
         return manifest.document if manifest is not None else {"manifests": []}
 
     async def _referrers(self, image: ImageTarget, registry: RegistryClient) -> tuple[str, Any]:
         reference = image.reference
         by_api = f"referrers API of {reference.repository}"
-        by_tag = f"referrers tag {reference.repository}:{image.digest.replace(':', '-')}"
+        by_tag = f"referrers tag {reference.repository}:{referrers_tag(image.digest)}"
         mode = self._mode(reference.domain)
         if mode == "tag":
             return by_tag, await self._from_tag(image, registry)
