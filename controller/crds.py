@@ -124,11 +124,13 @@ def render(document: dict[str, Any]) -> str:
 
 
 def main(argv: list[str]) -> int:
-    directory = Path(argv[0]) if argv else Path(__file__).parents[1] / "crds"
-    directory.mkdir(parents=True, exist_ok=True)
-    for name, document in custom_resource_definitions().items():
-        (directory / name).write_text(render(document), encoding="utf-8")
-        print(f"wrote {directory / name}")
+    """Write the CRDs into each directory named (the top-level crds/ and the chart's crds/ by default)."""
+    root = Path(__file__).parents[1]
+    for directory in [Path(arg) for arg in argv] or [root / "crds", root / "charts" / "trustgate" / "crds"]:
+        directory.mkdir(parents=True, exist_ok=True)
+        for name, document in custom_resource_definitions().items():
+            (directory / name).write_text(render(document), encoding="utf-8")
+            print(f"wrote {directory / name}")
     return 0
 
 

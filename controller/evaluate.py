@@ -100,14 +100,24 @@ def references_of(store: TrustStore) -> frozenset[KeyReference]:
     return frozenset(KeyReference.of(entry.valueFrom) for entry in store.spec.keys if entry.valueFrom is not None)
 
 
-def resolve_value_from(store: TrustStore, lookup: DataLookup) -> TrustStore:
-    """The store with each valueFrom entry replaced by inline material; ConfigError names what is missing."""
+def resolve_value_from(store: TrustStore, lookup: DataLookup,
+                       allowed_namespaces: frozenset[str] | None = None) -> TrustStore:
+    """The store with each valueFrom entry replaced by inline material; ConfigError names what is missing.
+
+    With `allowed_namespaces`, key material is read only from those namespaces (the controller has no read
+    access elsewhere), and a reference to any other namespace is refused by name.
+    """
     keys: list[dict[str, Any]] = []
     for index, entry in enumerate(store.spec.keys):
         if entry.valueFrom is None or entry.type is None:
             keys.append(entry.model_dump(exclude_none=True))
             continue
         reference = KeyReference.of(entry.valueFrom)
+        if allowed_namespaces is not None and reference.namespace not in allowed_namespaces:
+            raise ConfigError(f"spec.keys[{index}].valueFrom",
+                              f"{reference.kind} {reference.namespace}/{reference.name}: the controller reads key "
+                              f"material only from namespaces {', '.join(sorted(allowed_namespaces))} "
+                              f"(--key-source-namespace)")
         data = lookup(reference.kind, reference.namespace, reference.name)
         if data is None:
             raise ConfigError(f"spec.keys[{index}].valueFrom", f"{reference.kind} {reference.namespace}/"
@@ -127,7 +137,8 @@ def _parse_error(exc: ValidationError) -> str:
     return f"{path}: {message}" if path else message
 
 
-def evaluate_store(body: Mapping[str, Any], lookup: DataLookup, now: datetime.datetime) -> StoreEvaluation:
+def evaluate_store(body: Mapping[str, Any], lookup: DataLookup, now: datetime.datetime,
+                   allowed_namespaces: frozenset[str] | None = None) -> StoreEvaluation:
     """Validate a TrustStore object as stored in the cluster (status is ignored)."""
     name = str(body.get("metadata", {}).get("name", ""))
     try:
@@ -137,7 +148,7 @@ def evaluate_store(body: Mapping[str, Any], lookup: DataLookup, now: datetime.da
     references = references_of(store)
     revoked = frozenset(store.spec.revokedKeys or ())
     try:
-        resolved = resolve_value_from(store, lookup)
+        resolved = resolve_value_from(store, lookup, allowed_namespaces)
     except ConfigError as exc:
         return StoreEvaluation(name, False, REASON_KEY_SOURCE, str(exc), references=references,
                                revoked_keys=revoked)

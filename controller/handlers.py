@@ -66,9 +66,12 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> Non
     settings.peering.standalone = True  # the Lease decides who acts
     settings.posting.enabled = False  # Events are the controller's own, posted only by the leader
     settings.watching.server_timeout = 300
+    runtime = _runtime(memo)
+    if runtime.controller.settings.key_source_namespaces:
+        # Watch exactly the namespaces named: listing all namespaces would need a permission not granted.
+        settings.scanning.disabled = True
     # Every watched event only requests a pass; Kopf's per-event "handler succeeded" lines are noise.
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
-    runtime = _runtime(memo)
     runtime.tasks.append(asyncio.create_task(_elect(runtime)))
     runtime.tasks.append(asyncio.create_task(_reconcile_loop(runtime)))
 
@@ -153,5 +156,8 @@ def run(settings: ControllerSettings, liveness_endpoint: str | None = None) -> N
     identity = f"{os.environ.get('POD_NAME') or socket.gethostname()}-{uuid.uuid4().hex[:8]}"
     runtime = Runtime(Controller(cluster, settings, discover_verifiers()),
                       LeaseElection(settings.namespace, identity, cluster.api))
-    kopf.run(registry=registry, clusterwide=True, standalone=True, liveness_endpoint=liveness_endpoint,
-             memo=kopf.Memo(runtime=runtime))
+    # Secrets and ConfigMaps are watched in every namespace, or only where key material may come from
+    # (and the controller's own namespace, for the bundle and certificate); cluster-scoped objects either way.
+    namespaces = [*settings.key_source_namespaces, settings.namespace] if settings.key_source_namespaces else []
+    kopf.run(registry=registry, clusterwide=not namespaces, namespaces=namespaces, standalone=True,
+             liveness_endpoint=liveness_endpoint, memo=kopf.Memo(runtime=runtime))

@@ -51,6 +51,10 @@ class ControllerSettings:
     webhook_service: str = "trustgate-webhook"
     # Extra names or addresses on the serving certificate, e.g. 127.0.0.1 for a webhook reached by URL.
     webhook_hosts: tuple[str, ...] = ()
+    # False when another issuer (cert-manager) writes the serving certificate and fills the caBundle.
+    manage_certificates: bool = True
+    # Namespaces TrustStores may take key material from; empty: any namespace.
+    key_source_namespaces: tuple[str, ...] = ()
 
     @property
     def serving_hosts(self) -> list[str]:
@@ -82,14 +86,16 @@ class Controller:
             stores = self._reconcile_stores(now)
             policies = self._reconcile_policies(stores, now)
             self._publish_bundle(stores, policies)
-            self._reconcile_tls(now)
+            if self.settings.manage_certificates:
+                self._reconcile_tls(now)
 
     # --- TrustStores and TrustPolicies ---------------------------------------------------------------
 
     def _reconcile_stores(self, now: datetime.datetime) -> dict[str, StoreEvaluation]:
         evaluations: dict[str, StoreEvaluation] = {}
         for body in self.cluster.list_resources("truststores"):
-            evaluation = evaluate_store(body, self.cluster.read_data, now)
+            evaluation = evaluate_store(body, self.cluster.read_data, now,
+                                        frozenset(self.settings.key_source_namespaces) or None)
             evaluations[evaluation.name] = evaluation
             status: dict[str, Any] = {
                 "keyCount": len(evaluation.keys) if evaluation.ready else None,

@@ -114,6 +114,12 @@ def build_parser() -> argparse.ArgumentParser:
                                  "(default: trustgate-webhook)")
     controller.add_argument("--webhook-host", action="append", default=[], metavar="HOST",
                             help="extra DNS name or IP address for the serving certificate (repeatable)")
+    controller.add_argument("--webhook-certificates", choices=("managed", "external"), default="managed",
+                            help="managed: the controller issues and rotates the serving certificate and fills "
+                                 "the caBundle; external: another issuer (cert-manager) does (default: managed)")
+    controller.add_argument("--key-source-namespace", action="append", default=[], metavar="NS",
+                            help="read TrustStore key material (valueFrom) only from this namespace "
+                                 "(repeatable; default: any namespace)")
     controller.add_argument("--liveness", metavar="URL",
                             help="serve a liveness probe, e.g. http://0.0.0.0:8080/healthz")
     controller.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
@@ -280,7 +286,9 @@ def run_controller(args: argparse.Namespace) -> int:
     from controller.reconcile import ControllerSettings
 
     run(ControllerSettings(namespace=args.namespace, webhook_configuration=args.webhook_configuration,
-                           webhook_service=args.webhook_service, webhook_hosts=tuple(args.webhook_host)),
+                           webhook_service=args.webhook_service, webhook_hosts=tuple(args.webhook_host),
+                           manage_certificates=args.webhook_certificates == "managed",
+                           key_source_namespaces=tuple(args.key_source_namespace)),
         liveness_endpoint=args.liveness)
     return 0
 

@@ -211,6 +211,17 @@ def test_reconcile_writes_status_bundle_and_tls(armored_key: str) -> None:
     assert cluster.events == []
 
 
+def test_externally_issued_certificates_are_left_alone(armored_key: str) -> None:
+    """With cert-manager, the controller neither writes the TLS Secret nor touches the caBundle."""
+    cluster = FakeCluster()
+    cluster.objects["truststores"].append(_with_meta(trust_store("release", {"ci": armored_key})))
+    settings = ControllerSettings(namespace="trustgate-system", manage_certificates=False)
+    Controller(cluster, settings, discover_verifiers(), clock=lambda: NOW).reconcile()  # type: ignore[arg-type]
+    assert BUNDLE_SECRET in cluster.secrets
+    assert TLS_SECRET not in cluster.secrets
+    assert cluster.ca_bundles == []
+
+
 def test_withdrawn_key_source_takes_the_policy_out_and_fails_closed(armored_key: str) -> None:
     cluster = FakeCluster()
     cluster.objects["truststores"].append(_with_meta({

@@ -194,6 +194,22 @@ def test_missing_value_from_source_is_reported(data: Mapping[str, str] | None, e
     assert evaluation.references  # still watched, so creating the Secret re-evaluates the store
 
 
+def test_value_from_outside_the_key_source_namespaces_is_refused_unread(keys: dict[str, str]) -> None:
+    seen = []
+
+    def lookup(kind: str, namespace: str, name: str) -> Mapping[str, str] | None:
+        seen.append(namespace)
+        return {"key.asc": keys["valid"]}
+
+    body = _store_body("s", [_value_from_entry()])
+    refused = evaluate_store(body, lookup, NOW, frozenset({"keys", "ci"}))
+    assert (refused.ready, refused.reason) == (False, REASON_KEY_SOURCE)
+    assert "Secret trustgate-system/release-key" in refused.message
+    assert "only from namespaces ci, keys" in refused.message
+    assert seen == []
+    assert evaluate_store(body, lookup, NOW, frozenset({"trustgate-system"})).ready
+
+
 def test_value_from_config_map_is_looked_up_as_config_map(keys: dict[str, str]) -> None:
     kinds = []
 
