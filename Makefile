@@ -20,6 +20,7 @@ run: $(STAMP)
 
 deps:
 	scripts/install-test-deps.sh
+	scripts/install-kube-tools.sh
 
 test: deps $(STAMP) lint
 	$(BIN)/pytest tests --ignore=tests/cluster
@@ -33,7 +34,6 @@ e2e: deps $(STAMP)
 # A real kube-apiserver 1.20 + etcd on 127.0.0.1 (the build takes about 5 minutes once per machine).
 e2e-cluster: deps $(STAMP)
 	scripts/build-kube-apiserver.sh
-	scripts/install-kubectl.sh
 	$(BIN)/pytest tests/cluster
 
 # Benchmarks against real components (about 10 minutes); writes bench/RESULTS.md. Not part of `make test`.
@@ -56,7 +56,7 @@ soak: deps $(STAMP)
 	SOAK_SECONDS=$${SOAK_SECONDS:-600} $(BIN)/python scripts/reliability.py soak
 
 crds: $(STAMP)
-	$(BIN)/python -m controller.crds crds
+	$(BIN)/python -m controller.crds crds charts/trustgate/crds
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
