@@ -89,6 +89,13 @@ def create_app(config: WebhookConfig) -> FastAPI:
         caches = VerificationCaches(config.verify)  # shared across generations; verdicts are keyed by generation
         loop = asyncio.get_running_loop()
 
+        # Generations replaced but not yet closed: requests in flight may still be verifying with them.
+        retired: dict[int, PolicySet] = {}
+
+        def release(policies: PolicySet) -> None:
+            retired.pop(id(policies), None)
+            policies.close()
+
         def install(policies: PolicySet) -> None:
             """Swap in a whole policy generation; requests in flight finish on the one they started with."""
             previous = state.pipeline
@@ -98,7 +105,9 @@ def create_app(config: WebhookConfig) -> FastAPI:
                      len(policies.policies))
             if previous is not None:
                 # Its trust material (gpg homes) is released once no request can still be using it.
-                loop.call_later(config.verify.deadline_seconds + RELEASE_GRACE_SECONDS, previous.policies.close)
+                retired[id(previous.policies)] = previous.policies
+                loop.call_later(config.verify.deadline_seconds + RELEASE_GRACE_SECONDS, release,
+                                previous.policies)
 
         if config.policies is not None:
             install(config.policies)
@@ -115,7 +124,10 @@ def create_app(config: WebhookConfig) -> FastAPI:
         finally:
             if stop_following is not None:
                 stop_following()
-            state.pipeline = None
+            # The server has drained: no request uses any generation any more.
+            serving, state.pipeline = state.pipeline, None
+            for policies in [*retired.values(), *([serving.policies] if serving is not None else [])]:
+                release(policies)
             await registry.aclose()
 
     app = FastAPI(title="trustgate", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
