@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -65,6 +65,14 @@ async def _labels_unknown(namespace: str) -> Mapping[str, str] | None:
 
 
 @dataclass
+class Drain:
+    """Set by the server once it starts shutting down; from then on /readyz says not ready, so that
+    endpoints stop sending reviews while the ones in flight are answered."""
+
+    started: bool = False
+
+
+@dataclass
 class WebhookConfig:
     policies: PolicySet | None
     registry: RegistrySettings
@@ -74,6 +82,7 @@ class WebhookConfig:
     # selector exempts an image.
     namespace_labels: Callable[[str], Awaitable[Mapping[str, str] | None]] = _labels_unknown
     max_containers_per_pod: int = MAX_CONTAINERS_PER_POD
+    drain: Drain = field(default_factory=Drain)
 
 
 class _WebhookState:
@@ -142,6 +151,8 @@ def create_app(config: WebhookConfig) -> FastAPI:
 
     @app.get("/readyz")
     async def readyz() -> JSONResponse:
+        if config.drain.started:
+            return JSONResponse({"status": "not ready", "reason": "shutting down"}, status_code=503)
         if state.pipeline is None:
             return JSONResponse({"status": "not ready", "reason": "no policy loaded"}, status_code=503)
         return JSONResponse({"status": "ready", "policyGeneration": state.pipeline.policies.generation})
