@@ -33,6 +33,9 @@ RESYNC_SECONDS = 300.0
 # Changes that arrive together (kubectl apply -f dir/) are handled in one pass.
 DEBOUNCE_SECONDS = 0.5
 RETRY_SECONDS = 5.0
+# A standby reads the Lease this often: it notices the last renewal of a leader that died, and the moment
+# that renewal is a Lease duration old, within this much (one read a second, only while standing by).
+STANDBY_ROUND_SECONDS = 1.0
 
 registry = kopf.OperatorRegistry()
 
@@ -130,7 +133,7 @@ async def _elect(runtime: Runtime) -> None:
             runtime.request()
         elif was_leader and not leads:
             log.warning("lost the leader Lease; standing by")
-        await asyncio.sleep(RENEW_SECONDS)
+        await asyncio.sleep(RENEW_SECONDS if leads else STANDBY_ROUND_SECONDS)
 
 
 async def _reconcile_loop(runtime: Runtime) -> None:

@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -65,6 +65,14 @@ async def _labels_unknown(namespace: str) -> Mapping[str, str] | None:
 
 
 @dataclass
+class Drain:
+    """Set by the server once it starts shutting down; from then on /readyz says not ready, so that
+    endpoints stop sending reviews while the ones in flight are answered."""
+
+    started: bool = False
+
+
+@dataclass
 class WebhookConfig:
     policies: PolicySet | None
     registry: RegistrySettings
@@ -74,6 +82,7 @@ class WebhookConfig:
     # selector exempts an image.
     namespace_labels: Callable[[str], Awaitable[Mapping[str, str] | None]] = _labels_unknown
     max_containers_per_pod: int = MAX_CONTAINERS_PER_POD
+    drain: Drain = field(default_factory=Drain)
 
 
 class _WebhookState:
@@ -89,6 +98,13 @@ def create_app(config: WebhookConfig) -> FastAPI:
         caches = VerificationCaches(config.verify)  # shared across generations; verdicts are keyed by generation
         loop = asyncio.get_running_loop()
 
+        # Generations replaced but not yet closed: requests in flight may still be verifying with them.
+        retired: dict[int, PolicySet] = {}
+
+        def release(policies: PolicySet) -> None:
+            retired.pop(id(policies), None)
+            policies.close()
+
         def install(policies: PolicySet) -> None:
             """Swap in a whole policy generation; requests in flight finish on the one they started with."""
             previous = state.pipeline
@@ -98,7 +114,9 @@ def create_app(config: WebhookConfig) -> FastAPI:
                      len(policies.policies))
             if previous is not None:
                 # Its trust material (gpg homes) is released once no request can still be using it.
-                loop.call_later(config.verify.deadline_seconds + RELEASE_GRACE_SECONDS, previous.policies.close)
+                retired[id(previous.policies)] = previous.policies
+                loop.call_later(config.verify.deadline_seconds + RELEASE_GRACE_SECONDS, release,
+                                previous.policies)
 
         if config.policies is not None:
             install(config.policies)
@@ -115,7 +133,10 @@ def create_app(config: WebhookConfig) -> FastAPI:
         finally:
             if stop_following is not None:
                 stop_following()
-            state.pipeline = None
+            # The server has drained: no request uses any generation any more.
+            serving, state.pipeline = state.pipeline, None
+            for policies in [*retired.values(), *([serving.policies] if serving is not None else [])]:
+                release(policies)
             await registry.aclose()
 
     app = FastAPI(title="trustgate", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
@@ -130,6 +151,8 @@ def create_app(config: WebhookConfig) -> FastAPI:
 
     @app.get("/readyz")
     async def readyz() -> JSONResponse:
+        if config.drain.started:
+            return JSONResponse({"status": "not ready", "reason": "shutting down"}, status_code=503)
         if state.pipeline is None:
             return JSONResponse({"status": "not ready", "reason": "no policy loaded"}, status_code=503)
         return JSONResponse({"status": "ready", "policyGeneration": state.pipeline.policies.generation})

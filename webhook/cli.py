@@ -98,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8443)
     serve.add_argument("--tls-cert", metavar="FILE", help="serving certificate (PEM)")
     serve.add_argument("--tls-key", metavar="FILE", help="serving key (PEM)")
+    serve.add_argument("--shutdown-delay", type=float, default=0.0, metavar="SECONDS",
+                       help="after SIGTERM, keep answering this long while /readyz reports not ready, so that "
+                            "endpoints stop sending first; then drain and exit (default: %(default)g)")
     serve.add_argument("--max-containers-per-pod", type=int, default=MAX_CONTAINERS_PER_POD, metavar="N",
                        help="a pod with more containers is denied unverified (default: %(default)s)")
 
@@ -229,16 +232,24 @@ def server_options(host: str, port: int, cert: Path, key: Path) -> dict[str, Any
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from webhook.app import WebhookConfig, create_app
-    from webhook.tls import write_self_signed
-
     registry_settings, settings = _settings(args)
     if (args.tls_cert is None) != (args.tls_key is None):
         raise UsageError("--tls-cert and --tls-key go together")
+    if args.shutdown_delay < 0:
+        raise UsageError("--shutdown-delay must not be negative")
     if args.namespace is not None:
         return _serve_in_cluster(args, registry_settings, settings)
+    return _serve_directory(args, registry_settings, settings)
+
+
+def _serve_directory(args: argparse.Namespace, registry_settings: RegistrySettings,
+                     settings: VerifySettings) -> int:
+    import uvicorn
+
+    from webhook.app import Drain, WebhookConfig, create_app
+    from webhook.serving import serve
+    from webhook.tls import write_self_signed
+
     policies = _load_policies(args.config)
     try:
         if args.tls_cert is None:
@@ -246,20 +257,22 @@ def run_serve(args: argparse.Namespace) -> int:
             log.warning("no --tls-cert given: serving a self-signed certificate written to %s", cert)
         else:
             cert, key = Path(args.tls_cert), Path(args.tls_key)
+        drain = Drain()
         app = create_app(WebhookConfig(policies, registry_settings, settings,
-                                       max_containers_per_pod=args.max_containers_per_pod))
-        uvicorn.run(app, **server_options(args.host, args.port, cert, key))
+                                       max_containers_per_pod=args.max_containers_per_pod, drain=drain))
+        return serve(uvicorn.Config(app, **server_options(args.host, args.port, cert, key)), drain,
+                     args.shutdown_delay)
     finally:
         policies.close()
-    return 0
 
 
 def _serve_in_cluster(args: argparse.Namespace, registry_settings: RegistrySettings,
                       settings: VerifySettings) -> int:
     import uvicorn
 
-    from webhook.app import InLoop, WebhookConfig, create_app
+    from webhook.app import Drain, InLoop, WebhookConfig, create_app
     from webhook.cluster import ClusterSource
+    from webhook.serving import serve
 
     source = ClusterSource(args.namespace)
     tls_from_cluster = args.tls_cert is None
@@ -272,13 +285,13 @@ def _serve_in_cluster(args: argparse.Namespace, registry_settings: RegistrySetti
     def follow(in_loop: InLoop, install: Callable[[PolicySet], None]) -> Callable[[], None]:
         return source.follow(in_loop, install, reload_tls if tls_from_cluster else None)
 
+    drain = Drain()
     app = create_app(WebhookConfig(None, registry_settings, settings, follow=follow,
                                    namespace_labels=source.namespace_labels,
-                                   max_containers_per_pod=args.max_containers_per_pod))
+                                   max_containers_per_pod=args.max_containers_per_pod, drain=drain))
     server_config = uvicorn.Config(app, **server_options(args.host, args.port, cert, key))
     server_config.load()
-    uvicorn.Server(server_config).run()
-    return 0
+    return serve(server_config, drain, args.shutdown_delay)
 
 
 def run_controller(args: argparse.Namespace) -> int:

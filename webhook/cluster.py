@@ -16,7 +16,6 @@ from __future__ import annotations
 import base64
 import logging
 import os
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -29,6 +28,7 @@ from kubernetes.client.exceptions import ApiException
 from webhook.app import InLoop
 from webhook.bundle import BUNDLE_KEY, BUNDLE_SECRET, BundleError, compile_bundle, decode_bundle
 from webhook.policy.compile import PolicySet
+from webhook.tls import TLS_FILES
 from webhook.verifiers.base import VerifierPlugin, discover_verifiers
 
 log = logging.getLogger(__name__)
@@ -171,7 +171,7 @@ class TlsFiles:
     """The serving certificate and key from the controller's TLS Secret, as files in a private directory."""
 
     def __init__(self) -> None:
-        self.directory = Path(tempfile.mkdtemp(prefix="trustgate-tls-"))
+        self.directory = Path(TLS_FILES.directory())
         self.cert = self.directory / "tls.crt"
         self.key = self.directory / "tls.key"
         self.written: tuple[bytes, bytes] | None = None

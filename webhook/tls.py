@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
-import tempfile
 from pathlib import Path
 
 from cryptography import x509
@@ -13,8 +12,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from webhook.scratch import ScratchRoot
+
 # TLS 1.2+ AEAD suites only (TLS 1.3 suites are always enabled by OpenSSL and are all AEAD).
 MODERN_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
+
+# Serving keys written by this process (self-signed, or from the cluster's Secret) are removed with it.
+TLS_FILES = ScratchRoot("trustgate-tls-")
 
 
 def _san(host: str) -> x509.GeneralName:
@@ -26,7 +30,7 @@ def _san(host: str) -> x509.GeneralName:
 
 def write_self_signed(hosts: list[str], directory: Path | None = None, days: int = 30) -> tuple[Path, Path]:
     """Write a self-signed ECDSA P-256 serving certificate for `hosts`; return (cert, key) paths."""
-    directory = directory or Path(tempfile.mkdtemp(prefix="trustgate-tls-"))
+    directory = directory or Path(TLS_FILES.directory())
     key = ec.generate_private_key(ec.SECP256R1())
     now = datetime.datetime.now(datetime.UTC)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"trustgate {hosts[0]}")])

@@ -94,10 +94,10 @@ def start_trustgate(cluster: apiserver.ApiServer, tmp_path: Path) -> Iterator[Ca
     """Start `trustgate ARGS` as the given user (its kubeconfig); everything started is stopped afterwards."""
     started: list[Process] = []
 
-    def start(user: str, *args: str, name: str | None = None) -> Process:
+    def start(user: str, *args: str, name: str | None = None, env: dict[str, str] | None = None) -> Process:
         log = tmp_path / f"{name or args[0]}-{len(started)}.log"
         env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig(user)),
-               "PATH": f"{infra.TOOLS_BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+               "PATH": f"{infra.TOOLS_BIN}{os.pathsep}{os.environ.get('PATH', '')}", **(env or {})}
         process = subprocess.Popen([sys.executable, "-m", "webhook", *args], stdout=log.open("wb"),
                                    stderr=subprocess.STDOUT, env=env, cwd=infra.REPO_ROOT)
         started.append(Process(process, log))

@@ -7,8 +7,12 @@ as in a cluster; pods are created with kubectl and decided by the webhook throug
 from __future__ import annotations
 
 import base64
+import contextlib
+import datetime
 import json
 import ssl
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,10 +21,12 @@ import httpx
 import pytest
 import yaml
 
+from controller.handlers import STANDBY_ROUND_SECONDS
+from controller.leader import LEASE_DURATION_SECONDS, RENEW_SECONDS
 from tests.cluster.apiserver import ApiServer
 from tests.cluster.conftest import NAMESPACE, Process, condition, wait_for
 from tests.e2e import infra
-from tests.helpers import trust_policy
+from tests.helpers import trust_policy, trust_store
 
 WEBHOOK_NAME = "validate.trustgate.dev"
 
@@ -268,6 +274,84 @@ def test_one_controller_leads_and_a_standby_takes_over(
     new_leader = wait_for("the standby to take over", lambda: holder() not in ("", leader) and holder())
     assert new_leader != leader
     wait_for("the standby to say it leads", lambda: "is now the leader" in second.output())
+
+
+def test_a_standby_takes_over_a_killed_leader_and_resumes_bundles_and_certificates(
+        cluster: ApiServer, start_trustgate: Callable[..., Process], gpg: infra.GpgKeys) -> None:
+    """SIGKILL leaves the Lease held: the standby waits it out, then publishes the change made meanwhile as the
+    next bundle generation and issues certificates again. No bundle generation is skipped or goes back."""
+    def policy(*images: str) -> dict[str, Any]:
+        return trust_policy("failover", list(images), [{"name": "release", "gpg": {"trustStore": "failover"}}])
+
+    def holder() -> str:
+        lease = cluster.get("lease", "-n", NAMESPACE, "trustgate-controller")
+        return str(lease["spec"].get("holderIdentity") or "")
+
+    def bundle() -> tuple[int, str]:
+        secret = cluster.get("secret", "-n", NAMESPACE, "trustgate-policy-bundle")
+        return (int(secret["metadata"]["annotations"]["trustgate.dev/bundle-generation"]),
+                base64.b64decode(secret["data"]["bundle.json"]).decode())
+
+    def ca() -> str:
+        return str(cluster.get("secret", "-n", NAMESPACE, "trustgate-webhook-tls")["data"]["ca.crt"])
+
+    cluster.apply(trust_store("failover", {"ed": gpg.armored("release-ed")}), policy("registry.example/before/**"))
+    controllers = [start_trustgate("trustgate-controller", "controller", "--namespace", NAMESPACE, "--webhook-host",
+                                   "127.0.0.1", name=name) for name in ("first", "second")]
+    try:
+        first = wait_for("a controller to lead",
+                         lambda: next((c for c in controllers if "is now the leader" in c.output()), None))
+        second = next(c for c in controllers if c is not first)
+        leader = wait_for("a Lease holder", holder)
+        wait_for("the bundle with the first policy", lambda: "registry.example/before/**" in bundle()[1])
+        renewals: set[str] = set()
+
+        def renewed_twice() -> bool:
+            renewals.add(cluster.get("lease", "-n", NAMESPACE, "trustgate-controller")["spec"]["renewTime"])
+            return len(renewals) >= 3
+
+        wait_for("two renewals seen by the standby too", renewed_twice)
+        generation_before, certificate_before = bundle()[0], ca()
+
+        seen: list[int] = []
+        stop_watching = threading.Event()
+
+        def watch_generations() -> None:
+            while not stop_watching.is_set():
+                with contextlib.suppress(Exception):
+                    seen.append(bundle()[0])
+                time.sleep(0.2)
+
+        watcher = threading.Thread(target=watch_generations)
+        watcher.start()
+        first.process.kill()
+        first.process.wait()
+        killed = time.monotonic()
+        last_renewal = datetime.datetime.fromisoformat(
+            cluster.get("lease", "-n", NAMESPACE, "trustgate-controller")["spec"]["renewTime"])
+        expires_after = (last_renewal - datetime.datetime.now(datetime.UTC)).total_seconds() + LEASE_DURATION_SECONDS
+        cluster.apply(policy("registry.example/before/**", "registry.example/during/**"))  # nobody leads now
+        new_leader = wait_for("the standby to take the Lease", lambda: holder() not in ("", leader) and holder(),
+                              timeout=60, interval=0.1)
+        takeover = time.monotonic() - killed
+        generation, content = wait_for("the change made without a leader to be published",
+                                       lambda: bundle()[0] > generation_before and bundle(), interval=0.1)
+        published = time.monotonic() - killed
+        cluster.kubectl("delete", "secret", "-n", NAMESPACE, "trustgate-webhook-tls")
+        wait_for("the new leader to issue a new webhook CA", lambda: ca() != certificate_before)
+        stop_watching.set()
+        watcher.join()
+    finally:
+        cluster.kubectl("delete", "trustpolicy", "failover", "--ignore-not-found")
+        cluster.kubectl("delete", "truststore", "failover", "--ignore-not-found")
+    print(f"takeover {takeover:.1f}s after SIGKILL (the Lease expired {expires_after:.1f}s after it), bundle "
+          f"published {published:.1f}s after it (Lease duration {LEASE_DURATION_SECONDS}s, renewed every "
+          f"{RENEW_SECONDS}s, read every {STANDBY_ROUND_SECONDS}s by the standby)")
+    assert new_leader != leader and "is now the leader" in second.output()
+    assert generation == generation_before + 1 and "registry.example/during/**" in content
+    assert seen == sorted(seen) and seen[0] == generation_before and seen[-1] == generation
+    # The standby sees the last renewal within one round and takes the Lease within a round of its expiry.
+    assert takeover <= expires_after + 2 * STANDBY_ROUND_SECONDS + 2
 
 
 @pytest.fixture(autouse=True)

@@ -75,23 +75,36 @@ def trustgate(*args: str, env: dict[str, str] | None = None, wrapper: tuple[str,
     return Run(completed.returncode, completed.stdout, completed.stderr)
 
 
+@dataclass
+class Webhook:
+    process: subprocess.Popen[bytes]
+    client: httpx.Client
+
+
 @contextmanager
-def running_webhook(directory: Path, config: Path, registry: infra.Registry,
-                    *flags: str) -> Iterator[httpx.Client]:
+def webhook_process(directory: Path, config: Path, registry: infra.Registry, *flags: str,
+                    env: dict[str, str] | None = None) -> Iterator[Webhook]:
     """`trustgate serve` on a free port with a certificate from a test CA; a client that trusts that CA."""
     tls = infra.make_tls(directory / "webhook-tls")
     port = infra.free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "webhook", "serve", "--config", str(config), *registry.trustgate_flags(config),
          "--port", str(port), "--tls-cert", str(tls.cert), "--tls-key", str(tls.key), *flags],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, **(env or {})})
     try:
         infra.wait_until_listening(port, process)
         with httpx.Client(base_url=f"https://127.0.0.1:{port}", verify=ssl.create_default_context(cafile=tls.ca),
                           timeout=30) as client:
-            yield client
+            yield Webhook(process, client)
     finally:
         infra.stop(process)
+
+
+@contextmanager
+def running_webhook(directory: Path, config: Path, registry: infra.Registry,
+                    *flags: str) -> Iterator[httpx.Client]:
+    with webhook_process(directory, config, registry, *flags) as webhook:
+        yield webhook.client
 
 
 def admission_review(uid: str, *images: str, kind: str = "Pod", group: str = "", operation: str = "CREATE",
@@ -112,10 +125,10 @@ def admission_review(uid: str, *images: str, kind: str = "Pod", group: str = "",
 
 
 def verify(config: Path, registry: infra.Registry, *images: str, extra: tuple[str, ...] = (),
-           wrapper: tuple[str, ...] = ()) -> Run:
+           wrapper: tuple[str, ...] = (), env: dict[str, str] | None = None) -> Run:
     """`trustgate verify --output json` against `registry` with the flags that reach it."""
     return trustgate("verify", "--config", str(config), *registry.trustgate_flags(config), "--output", "json",
-                     *extra, *images, wrapper=wrapper)
+                     *extra, *images, wrapper=wrapper, env=env)
 
 
 def reasons(run: Run) -> str:

@@ -350,6 +350,33 @@ def gpg_keys(directory: Path) -> Iterator[GpgKeys]:
         keys.close()
 
 
+# --- what a trustgate run must not leave behind ----------------------------------------------------------
+
+GPG_PROGRAMS = frozenset({"gpg", "gpg2", "gpg-agent", "dirmngr", "keyboxd", "scdaemon", "gpgsm"})
+
+
+def gpg_processes_naming(path: Path) -> list[str]:
+    """Command lines of running gpg programs whose command line or environment names `path` (or below it)."""
+    needle = os.fsencode(path)
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command, environment = (entry / "cmdline").read_bytes(), (entry / "environ").read_bytes()
+        except OSError:  # exited meanwhile
+            continue
+        program = os.fsdecode(command.split(b"\0")[0])
+        if Path(program).name in GPG_PROGRAMS and (needle in command or needle in environment):
+            found.append(os.fsdecode(command.replace(b"\0", b" ")).strip())
+    return found
+
+
+def trustgate_temporaries(directory: Path) -> list[str]:
+    """trustgate's temporary directories (gpg homes, serving keys) under `directory`."""
+    return sorted(path.name for pattern in ("tg-gpg-*", "trustgate-tls-*") for path in directory.glob(pattern))
+
+
 # --- lookaside -------------------------------------------------------------------------------------------
 
 

@@ -213,8 +213,8 @@ def test_shutdown_drains_a_review_in_flight(tmp_path: Path, server: HostileRegis
             process.send_signal(signal.SIGTERM)
             proceed.set()
             review.join(60)
-        # uvicorn re-raises the SIGTERM it caught once it has drained, the exit status Kubernetes expects.
-        assert process.wait(30) == -signal.SIGTERM
+        # Drained: a clean exit, which Kubernetes and process supervisors do not count as a failure.
+        assert process.wait(30) == 0
     finally:
         proceed.set()
         infra.stop(process)

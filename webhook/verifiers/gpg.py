@@ -10,8 +10,6 @@ payload, its digest compared with the manifest and its identity checked by the a
 from __future__ import annotations
 
 import shutil
-import subprocess
-import tempfile
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +20,7 @@ import gnupg
 
 from webhook.policy.models import GpgAuthority, SignedIdentity
 from webhook.results import Result
+from webhook.scratch import ScratchRoot
 from webhook.sources.extension import ExtensionSignatures
 from webhook.sources.lookaside import LookasideSignatures
 from webhook.verifiers.base import (
@@ -49,7 +48,8 @@ if TYPE_CHECKING:
 
 # The plaintext of a signature is a small JSON document; a compressed packet must not expand without bound.
 MAX_PLAINTEXT_BYTES = 64 * 1024
-GPG_TIMEOUT_SECONDS = 10.0
+# Every GNUPGHOME of this process lives under one directory that a later process removes if this one is killed.
+HOMES = ScratchRoot("tg-gpg-")
 
 _PUBLIC_KEY_HEADER = "-----BEGIN PGP PUBLIC KEY BLOCK-----"
 _PUBLIC_KEY_FOOTER = "-----END PGP PUBLIC KEY BLOCK-----"
@@ -81,18 +81,21 @@ class GpgKey:
 
 
 class GnupgHome:
-    """A private, throw-away GNUPGHOME holding only the given public keys."""
+    """A private, throw-away GNUPGHOME holding only the given public keys.
+
+    Public keys are all it ever holds, so gpg runs without its agent (`--no-autostart`): no daemon is started
+    that could outlive trustgate, and closing the home is only removing its directory.
+    """
 
     def __init__(self, armored_keys: Iterable[str]) -> None:
-        # A short path: gpg's socket names must fit in sun_path.
-        self.path = tempfile.mkdtemp(prefix="tg-gpg-")
+        self.path = HOMES.directory()
         self._closed = False
         self._lock = threading.Lock()
         try:
             self.gpg = gnupg.GPG(
                 gnupghome=self.path,
                 options=[
-                    "--no-options", "--trust-model", "always", "--no-auto-check-trustdb",
+                    "--no-options", "--no-autostart", "--trust-model", "always", "--no-auto-check-trustdb",
                     "--no-auto-key-retrieve", "--no-auto-key-locate",
                     "--max-output", str(MAX_PLAINTEXT_BYTES),
                 ],
@@ -108,8 +111,6 @@ class GnupgHome:
             if self._closed:
                 return
             self._closed = True
-        subprocess.run(["gpgconf", "--homedir", self.path, "--kill", "all"], capture_output=True, check=False,
-                       timeout=GPG_TIMEOUT_SECONDS)
         shutil.rmtree(self.path, ignore_errors=True)
 
     def __enter__(self) -> GnupgHome:
@@ -134,7 +135,8 @@ def inspect_gpg_key(armored: str) -> GpgKey:
         imported = home.import_results[0]
         if not imported.fingerprints:
             raise GpgKeyError("gpg found no public key in the block (damaged armor or unsupported key)")
-        if home.gpg.list_keys(secret=True):
+        # Without an agent gpg stores no secret key, so what it read is counted from its import status.
+        if imported.sec_read:
             raise GpgKeyError("contains secret key material; a TrustStore holds public keys only")
         keys = home.gpg.list_keys()
     if len(keys) != 1:
