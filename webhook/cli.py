@@ -99,7 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--tls-cert", metavar="FILE", help="serving certificate (PEM)")
     serve.add_argument("--tls-key", metavar="FILE", help="serving key (PEM)")
     serve.add_argument("--max-containers-per-pod", type=int, default=MAX_CONTAINERS_PER_POD, metavar="N",
-                       help="a pod with more containers is denied unverified (default: %(default)s)")
+                       help="a pod naming more images (containers and image volumes) is denied unverified "
+                            "(default: %(default)s)")
 
     controller = commands.add_parser(
         "controller", help="run the controller: TrustStore/TrustPolicy status, policy bundle, webhook TLS")
