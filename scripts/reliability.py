@@ -178,7 +178,7 @@ def render() -> None:
               "| redirects per request | 3 | - |",
               "| JSON nesting | 32 (manifests, payloads), 100 (AdmissionReviews) | - |",
               "| AdmissionReview body | 3 MiB | - |",
-              "| container images per object | 64 | `--max-containers-per-pod` (serve) |",
+              "| images per object (containers and image volumes) | 64 | `--max-containers-per-pod` (serve) |",
               "| verification time per image | 9 s | `--deadline` |",
               "", "## SSRF and credentials", "",
               "- An image no TrustPolicy matches is decided without any network call; the registry client refuses",

@@ -22,8 +22,8 @@ MAX_MESSAGE_CHARS = 4000
 MAX_REVIEW_DEPTH = 100
 MAX_WARNING_CHARS = 255
 MAX_WARNINGS_TOTAL_CHARS = 4096
-POD_CONTAINER_FIELDS = ("initContainers", "containers", "ephemeralContainers")
-# Each distinct image costs registry round trips: an object with more is denied without verifying any.
+# Each image costs registry round trips: an object naming more (containers and image volumes alike) is denied
+# without verifying any.
 MAX_CONTAINERS_PER_POD = 64
 # Audit annotation recording which policy generation decided a review (the API server prefixes the
 # webhook's name).
@@ -49,9 +49,27 @@ class AdmissionRequest:
 
 
 @dataclass(frozen=True, slots=True)
-class ContainerImage:
-    field_path: str  # for people: spec.template.spec.containers[0].image
-    pointer: str  # for JSONPatch: /spec/template/spec/containers/0/image
+class PodImageField:
+    """A list in the pod spec whose entries may each name an image the kubelet pulls, and where in an entry."""
+
+    list_name: str
+    reference_path: tuple[str, ...]
+
+
+# Every pod-spec field naming an image the kubelet pulls, in the order denials and patches list them.
+# The README's table and a test walking the Kubernetes OpenAPI model keep this complete.
+POD_IMAGE_FIELDS = (
+    PodImageField("initContainers", ("image",)),  # sidecars (restartPolicy: Always) included
+    PodImageField("containers", ("image",)),
+    PodImageField("ephemeralContainers", ("image",)),
+    PodImageField("volumes", ("image", "reference")),  # image volumes (KEP-4639)
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PodImage:
+    field_path: str  # for people: spec.template.spec.volumes[1].image.reference
+    pointer: str  # for JSONPatch: /spec/template/spec/volumes/1/image/reference
     image: str
 
 
@@ -108,27 +126,40 @@ POD_SPEC_PATHS: dict[tuple[str, str], tuple[str, ...]] = {
 }
 
 
-def pod_spec_images(spec: Any, path: tuple[str, ...]) -> Iterator[ContainerImage]:
+def pod_spec_images(spec: Any, path: tuple[str, ...]) -> Iterator[PodImage]:
     prefix = ".".join(path) or "object"
     if not isinstance(spec, dict):
         raise BadReviewError(f"{prefix} is not an object")
-    for field_name in POD_CONTAINER_FIELDS:
-        containers = spec.get(field_name)
-        if containers is None:
+    for field in POD_IMAGE_FIELDS:
+        entries = spec.get(field.list_name)
+        if entries is None:
             continue
-        if not isinstance(containers, list):
-            raise BadReviewError(f"{prefix}.{field_name} is not a list")
-        for index, container in enumerate(containers):
-            where = f"{prefix}.{field_name}[{index}]" if path else f"{field_name}[{index}]"
-            if not isinstance(container, dict):
-                raise BadReviewError(f"{where} is not an object")
-            image = container.get("image")
-            if image is None:
-                continue
-            if not isinstance(image, str):
-                raise BadReviewError(f"{where}.image is not a string")
-            pointer = "".join(f"/{part}" for part in (*path, field_name, str(index), "image"))
-            yield ContainerImage(f"{where}.image", pointer, image)
+        if not isinstance(entries, list):
+            raise BadReviewError(f"{prefix}.{field.list_name} is not a list")
+        for index, entry in enumerate(entries):
+            image = _named_image(entry, (*path, field.list_name), index, field.reference_path)
+            if image is not None:
+                yield image
+
+
+def _named_image(entry: Any, list_path: tuple[str, ...], index: int,
+                 reference_path: tuple[str, ...]) -> PodImage | None:
+    """The image one list entry names at `reference_path`; None where it names none (a volume of another type,
+    a template leaving the image to be filled in)."""
+    *parents, list_name = list_path
+    where = ".".join((*parents, f"{list_name}[{index}]"))
+    value = entry
+    for part in reference_path:
+        if not isinstance(value, dict):
+            raise BadReviewError(f"{where} is not an object")
+        value = value.get(part)
+        if value is None:
+            return None
+        where = f"{where}.{part}"
+    if not isinstance(value, str):
+        raise BadReviewError(f"{where} is not a string")
+    pointer = "".join(f"/{part}" for part in (*list_path, str(index), *reference_path))
+    return PodImage(where, pointer, value)
 
 
 # Subresources through which no image can change: their requests are admitted without verification (a status
@@ -136,7 +167,7 @@ def pod_spec_images(spec: Any, path: tuple[str, ...]) -> Iterator[ContainerImage
 IMAGE_SUBRESOURCES = ("", "ephemeralcontainers")
 
 
-def _images_of(obj: Mapping[str, Any] | None, path: tuple[str, ...], what: str) -> list[ContainerImage]:
+def _images_of(obj: Mapping[str, Any] | None, path: tuple[str, ...], what: str) -> list[PodImage]:
     if obj is None:
         raise BadReviewError(f"request.{what} is missing")
     spec: Any = obj
@@ -149,13 +180,14 @@ def _images_of(obj: Mapping[str, Any] | None, path: tuple[str, ...], what: str) 
     return list(pod_spec_images(spec, path))
 
 
-def object_images(request: AdmissionRequest) -> list[ContainerImage] | None:
+def object_images(request: AdmissionRequest) -> list[PodImage] | None:
     """The images to verify for this request, or None if trustgate has no rule for this kind.
 
     Only the pod spec is read: labels, annotations and ownerReferences are never evidence of anything (a pod
     claiming to belong to a verified Deployment is verified on its own merits). On UPDATE, images the object
     already ran (per the API server's oldObject) are not verified again: every pod is verified at CREATE, so
-    a changed key or policy never blocks relabelling or scaling what already runs.
+    a changed key or policy never blocks relabelling or scaling what already runs. Image volumes follow the same
+    rule: immutable in a Pod, they change only in workload templates.
     """
     path = POD_SPEC_PATHS.get((request.group, request.kind))
     if path is None:
@@ -195,7 +227,7 @@ def pinned_reference(image: str, digest: str) -> str | None:
     return f"{image}@{digest}" if reference.tag is not None else f"{image}:latest@{digest}"
 
 
-def digest_pins(images: Sequence[ContainerImage], verdicts: Sequence[ImageVerdict]) -> list[dict[str, str]]:
+def digest_pins(images: Sequence[PodImage], verdicts: Sequence[ImageVerdict]) -> list[dict[str, str]]:
     """JSONPatch operations rewriting each verified image to the digest it was verified at."""
     patch = []
     for image, verdict in zip(images, verdicts, strict=True):

@@ -168,8 +168,9 @@ def create_app(config: WebhookConfig) -> FastAPI:
             return review_response(review.uid, True)
         if len(images) > config.max_containers_per_pod:
             return review_response(
-                review.uid, False, f"the object has {len(images)} container images to verify, more than the limit "
-                                   f"of {config.max_containers_per_pod}; denied without verification")
+                review.uid, False, f"the object names {len(images)} images to verify (containers and image volumes), "
+                                   f"more than the limit of {config.max_containers_per_pod}; denied without "
+                                   "verification")
         pipeline = state.pipeline
         if pipeline is None:
             return review_response(review.uid, False, "trustgate is not ready: no policy loaded")
@@ -177,7 +178,11 @@ def create_app(config: WebhookConfig) -> FastAPI:
         mutating = webhook == "mutate"
         context = AdmissionContext(namespace_labels=labels, enforce_require_digest=not mutating)
         verdicts = await pipeline.verify_images([image.image for image in images], context)
-        where = {image.image: image.field_path for image in images}
+        # Every field naming an image, so that a denial points at each place it is used (a container and a volume).
+        fields: dict[str, list[str]] = {}
+        for image in images:
+            fields.setdefault(image.image, []).append(image.field_path)
+        where = {name: ", ".join(paths) for name, paths in fields.items()}
         generation = pipeline.policies.generation
         # One line per review (not per image): at admission rates, log writes are a large share of the work.
         log.info("%s %s %s/%s (policy generation %s)%s: %s", webhook, review.uid, review.namespace,

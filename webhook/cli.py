@@ -102,7 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="after SIGTERM, keep answering this long while /readyz reports not ready, so that "
                             "endpoints stop sending first; then drain and exit (default: %(default)g)")
     serve.add_argument("--max-containers-per-pod", type=int, default=MAX_CONTAINERS_PER_POD, metavar="N",
-                       help="a pod with more containers is denied unverified (default: %(default)s)")
+                       help="a pod naming more images (containers and image volumes) is denied unverified "
+                            "(default: %(default)s)")
 
     controller = commands.add_parser(
         "controller", help="run the controller: TrustStore/TrustPolicy status, policy bundle, webhook TLS")

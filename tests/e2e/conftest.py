@@ -8,7 +8,7 @@ import re
 import ssl
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,12 +108,17 @@ def running_webhook(directory: Path, config: Path, registry: infra.Registry,
 
 
 def admission_review(uid: str, *images: str, kind: str = "Pod", group: str = "", operation: str = "CREATE",
-                     field: str = "containers", **request: Any) -> dict[str, Any]:
-    """An AdmissionReview as the API server sends it, for a Pod or (with `kind`) a workload template."""
+                     field: str = "containers", volumes: Sequence[str] = (), **request: Any) -> dict[str, Any]:
+    """An AdmissionReview as the API server sends it, for a Pod or (with `kind`) a workload template; `volumes`
+    are mounted as image volumes after a `configMap` volume (so the first is `volumes[1]`)."""
     containers = [{"name": f"c{index}", "image": image} for index, image in enumerate(images)]
-    pod_spec = {field: containers}
+    pod_spec: dict[str, Any] = {field: containers}
     if field != "containers":
         pod_spec["containers"] = [{"name": "main", "image": images[0]}]
+    if volumes:
+        pod_spec["volumes"] = [{"name": "settings", "configMap": {"name": "settings"}}] + [
+            {"name": f"v{index}", "image": {"reference": reference, "pullPolicy": "IfNotPresent"}}
+            for index, reference in enumerate(volumes)]
     obj: dict[str, Any] = {"metadata": {"name": "app"}, "spec": pod_spec}
     if kind == "CronJob":
         obj["spec"] = {"jobTemplate": {"spec": {"template": {"spec": pod_spec}}}}

@@ -184,11 +184,13 @@ def test_malformed_bodies_get_400_with_a_message(tmp_path: Path, server: Hostile
 
 def test_a_pod_with_too_many_containers_is_denied_unverified(tmp_path: Path, server: HostileRegistry,
                                                             everything: Path) -> None:
-    images = [f"{server.host}/app:v{index}" for index in range(5)]
+    images = [f"{server.host}/app:v{index}" for index in range(4)]
+    review = admission_review("uid", *images, volumes=[f"{server.host}/app:v4"])  # image volumes count too
     with running_webhook(tmp_path, everything, server, "--max-containers-per-pod", "4") as client:
-        response = client.post("/validate", json=admission_review("uid", *images)).json()["response"]
+        response = client.post("/validate", json=review).json()["response"]
     assert response["allowed"] is False
-    assert "5 container images to verify, more than the limit of 4" in response["status"]["message"]
+    assert "names 5 images to verify (containers and image volumes), more than the limit of 4" in response[
+        "status"]["message"]
     assert server.requests_to("/v2/app") == []
 
 

@@ -1,6 +1,6 @@
 """Policy semantics and admission coverage end to end, with images signed by the real skopeo and gpg:
-digest pinning through /mutate, tags moved after admission, workloads, ephemeral containers, quorum,
-revocation and denied digests."""
+digest pinning through /mutate, tags moved after admission, workloads, ephemeral containers, image volumes,
+quorum, revocation and denied digests."""
 
 from __future__ import annotations
 
@@ -91,6 +91,37 @@ def test_workloads_and_ephemeral_containers_are_checked(
         answer = post(client, "/validate", debugged)["response"]
         assert answer["allowed"] is False
         assert "spec.ephemeralContainers" in answer["status"]["message"], answer
+
+
+# Where each kind keeps its pod spec: (field path, JSONPatch pointer).
+POD_SPEC_AT = {"Pod": ("spec.", "/spec"), "Deployment": ("spec.template.spec.", "/spec/template/spec"),
+               "CronJob": ("spec.jobTemplate.spec.template.spec.", "/spec/jobTemplate/spec/template/spec")}
+
+
+def test_image_volumes_are_verified_and_pinned_in_pods_and_workloads(
+        tmp_path: Path, sign: Any, config: Path, registry: infra.Registry) -> None:
+    """A pod whose containers are all signed, mounting an image as a volume: the kubelet pulls that image too."""
+    app_digest = sign("gpg/volume-app", "release-rsa")
+    data_digest = sign("gpg/volume-data", "release-ed")
+    sign("gpg/volume-payload", None)
+    app, data = f"{registry.host}/gpg/volume-app:v1", f"{registry.host}/gpg/volume-data:v1"
+    unsigned = f"{registry.host}/gpg/volume-payload:v1"
+    with running_webhook(tmp_path, config, registry) as client:
+        for kind, group in (("Pod", ""), ("Deployment", "apps"), ("CronJob", "batch")):
+            field_path, pointer = POD_SPEC_AT[kind]
+            signed_review = admission_review("s", app, kind=kind, group=group, volumes=[data])
+            assert post(client, "/validate", signed_review)["response"]["allowed"] is True, kind
+            assert patch_of(post(client, "/mutate", signed_review)) == [
+                {"op": "replace", "path": f"{pointer}/containers/0/image", "value": f"{app}@{app_digest}"},
+                {"op": "replace", "path": f"{pointer}/volumes/1/image/reference", "value": f"{data}@{data_digest}"}]
+
+            unsigned_review = admission_review("u", app, kind=kind, group=group, volumes=[unsigned])
+            for webhook in ("/validate", "/mutate"):
+                denied = post(client, webhook, unsigned_review)["response"]
+                assert denied["allowed"] is False and "patch" not in denied, (kind, webhook, denied)
+                assert f"image {unsigned} ({field_path}volumes[1].image.reference) denied" in denied["status"][
+                    "message"], (kind, webhook, denied)
+                assert "no signatures found" in denied["status"]["message"]
 
 
 def test_min_signatures_needs_distinct_keys(tmp_path: Path, sign: Any, registry: infra.Registry,

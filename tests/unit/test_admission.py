@@ -16,6 +16,7 @@ from webhook.admission import (
     MAX_WARNING_CHARS,
     MAX_WARNINGS_TOTAL_CHARS,
     BadReviewError,
+    digest_pins,
     fit_message,
     fit_warnings,
     object_images,
@@ -24,9 +25,10 @@ from webhook.admission import (
 )
 from webhook.app import MAX_BODY_BYTES, WebhookConfig, create_app
 from webhook.config import LoadedResources, load_resources
-from webhook.pipeline import VerifySettings
+from webhook.pipeline import ImageVerdict, VerifySettings
 from webhook.policy.compile import compile_policy_set
 from webhook.registry.client import RegistrySettings
+from webhook.results import Result
 
 REPO = Path(__file__).resolve().parents[2]
 VECTORS = REPO / "tests" / "conformance" / "kubernetes" / "admission-requests"
@@ -56,20 +58,24 @@ def images_of(body: bytes) -> list[tuple[str, str]] | None:
 
 
 TEMPLATE = {"template": {"spec": {"containers": [{"name": "a", "image": "app:1"}],
-                                  "initContainers": [{"name": "i", "image": "init:1"}]}}}
+                                  "initContainers": [{"name": "i", "image": "init:1"}],
+                                  "volumes": [{"name": "c", "configMap": {"name": "c"}},
+                                              {"name": "v", "image": {"reference": "data:1"}}]}}}
 
 
 @pytest.mark.parametrize(("group", "kind"), [("apps", "Deployment"), ("apps", "ReplicaSet"), ("apps", "StatefulSet"),
                                              ("apps", "DaemonSet"), ("batch", "Job"), ("", "ReplicationController")])
 def test_workload_templates_are_read(group: str, kind: str) -> None:
     assert images_of(review({"spec": TEMPLATE}, kind, group)) == [
-        ("/spec/template/spec/initContainers/0/image", "init:1"), ("/spec/template/spec/containers/0/image", "app:1")]
+        ("/spec/template/spec/initContainers/0/image", "init:1"), ("/spec/template/spec/containers/0/image", "app:1"),
+        ("/spec/template/spec/volumes/1/image/reference", "data:1")]
 
 
 def test_cronjob_job_template_is_read() -> None:
     assert images_of(review({"spec": {"jobTemplate": {"spec": TEMPLATE}}}, "CronJob", "batch")) == [
         ("/spec/jobTemplate/spec/template/spec/initContainers/0/image", "init:1"),
-        ("/spec/jobTemplate/spec/template/spec/containers/0/image", "app:1")]
+        ("/spec/jobTemplate/spec/template/spec/containers/0/image", "app:1"),
+        ("/spec/jobTemplate/spec/template/spec/volumes/1/image/reference", "data:1")]
 
 
 def test_a_custom_resource_named_like_a_workload_has_no_rule() -> None:
@@ -93,6 +99,15 @@ def test_update_verifies_only_images_that_change() -> None:
     before = pod({"name": "a", "image": "app:1"}, {"name": "b", "image": "side:1"})
     after = pod({"name": "a", "image": "app:2"}, {"name": "b", "image": "side:1"})
     assert images_of(review(after, operation="UPDATE", oldObject=before)) == [("/spec/containers/0/image", "app:2")]
+
+
+def test_update_verifies_an_image_volume_only_when_it_changes() -> None:
+    before = {"spec": TEMPLATE}
+    after = json.loads(json.dumps(before))
+    after["spec"]["template"]["spec"]["volumes"][1]["image"]["reference"] = "data:2"
+    assert images_of(review(after, "Deployment", "apps", operation="UPDATE", oldObject=before)) == [
+        ("/spec/template/spec/volumes/1/image/reference", "data:2")]
+    assert images_of(review(before, "Deployment", "apps", operation="UPDATE", oldObject=before)) == []
 
 
 def test_status_updates_need_no_verification() -> None:
@@ -119,15 +134,40 @@ def test_pinned_references() -> None:
     assert pinned_reference(f"nginx@{digest}", digest) is None
 
 
-def test_all_three_container_lists_are_read() -> None:
+def test_every_image_field_of_a_pod_is_read() -> None:
     obj = pod({"name": "a", "image": "app:1"})
-    obj["spec"]["initContainers"] = [{"name": "i", "image": "init:1"}]
+    obj["spec"]["initContainers"] = [{"name": "i", "image": "init:1"},
+                                     {"name": "sidecar", "image": "proxy:1", "restartPolicy": "Always"}]
     obj["spec"]["ephemeralContainers"] = [{"name": "e", "image": "debug:1"}]
+    obj["spec"]["volumes"] = [{"name": "c", "configMap": {"name": "c"}}, VOLUME,
+                              {"name": "filled-in-later", "image": {"pullPolicy": "Always"}}]
     images = object_images(parse_review(review(obj)))
     assert images is not None
     assert [(image.field_path, image.image) for image in images] == [
-        ("spec.initContainers[0].image", "init:1"), ("spec.containers[0].image", "app:1"),
-        ("spec.ephemeralContainers[0].image", "debug:1")]
+        ("spec.initContainers[0].image", "init:1"), ("spec.initContainers[1].image", "proxy:1"),
+        ("spec.containers[0].image", "app:1"), ("spec.ephemeralContainers[0].image", "debug:1"),
+        ("spec.volumes[1].image.reference", "nginx:1.27")]
+
+
+VOLUME = {"name": "models", "image": {"reference": "nginx:1.27", "pullPolicy": "IfNotPresent"}}
+
+
+def pod_with_volumes(*volumes: Any) -> dict[str, Any]:
+    """A pod whose only container runs from a digest, beside a configMap volume and `volumes`."""
+    obj = pod({"name": "a", "image": "app@sha256:" + "a" * 64})
+    obj["spec"]["volumes"] = [{"name": "c", "configMap": {"name": "c"}}, *volumes]
+    return obj
+
+
+def test_mutate_pins_an_image_volume_like_a_container_image() -> None:
+    digest = "sha256:" + "b" * 64
+    obj = pod_with_volumes(VOLUME)
+    images = object_images(parse_review(review(obj)))
+    assert images is not None
+    verdicts = [ImageVerdict(image.image, True, Result.ok("image", "ok", "ok"), digest=digest, pinnable=True)
+                for image in images]
+    assert digest_pins(images, verdicts) == [
+        {"op": "replace", "path": "/spec/volumes/1/image/reference", "value": f"nginx:1.27@{digest}"}]
 
 
 @pytest.mark.parametrize(("body", "expected"), [
@@ -148,6 +188,10 @@ def test_malformed_reviews_are_refused(body: bytes, expected: str) -> None:
     ({"spec": {"containers": {}}}, "spec.containers is not a list"),
     ({"spec": {"containers": ["x"]}}, r"spec.containers\[0\] is not an object"),
     ({"spec": {"containers": [{"image": 3}]}}, r"spec.containers\[0\].image is not a string"),
+    ({"spec": {"volumes": {}}}, "spec.volumes is not a list"),
+    ({"spec": {"volumes": ["x"]}}, r"spec.volumes\[0\] is not an object"),
+    ({"spec": {"volumes": [{"image": "app:1"}]}}, r"spec.volumes\[0\].image is not an object"),
+    ({"spec": {"volumes": [{"image": {"reference": 1}}]}}, r"spec.volumes\[0\].image.reference is not a string"),
 ])
 def test_malformed_pods_are_refused(obj: Any, expected: str) -> None:
     with pytest.raises(BadReviewError, match=expected):
@@ -183,6 +227,31 @@ def test_image_matching_no_policy_is_denied_by_default(client: TestClient) -> No
     message = answer["response"]["status"]["message"]
     assert "docker.io/library/nginx" in message or "nginx:1.27" in message
     assert "spec.containers[0].image" in message
+
+
+@pytest.mark.parametrize("webhook", ["/validate", "/mutate"])
+def test_an_image_volume_no_policy_covers_is_denied(client: TestClient, webhook: str) -> None:
+    answer = client.post(webhook, content=review(pod_with_volumes(VOLUME))).json()["response"]
+    assert answer["allowed"] is False and "patch" not in answer
+    assert "image nginx:1.27 (spec.volumes[1].image.reference) denied" in answer["status"]["message"]
+
+
+def test_a_denial_names_every_field_using_the_image(client: TestClient) -> None:
+    obj = pod_with_volumes(VOLUME)
+    obj["spec"]["initContainers"] = [{"name": "i", "image": "nginx:1.27"}]
+    message = client.post("/validate", content=review(obj)).json()["response"]["status"]["message"]
+    assert "image nginx:1.27 (spec.initContainers[0].image, spec.volumes[1].image.reference) denied" in message
+
+
+def test_image_volumes_count_against_the_image_limit() -> None:
+    policies = compile_policy_set(load_resources(REPO / "examples" / "config"))
+    app = create_app(WebhookConfig(policies, RegistrySettings(), VerifySettings(), max_containers_per_pod=1))
+    with TestClient(app) as test_client:
+        answer = test_client.post("/validate", content=review(pod_with_volumes(VOLUME))).json()["response"]
+    policies.close()
+    assert answer["allowed"] is False
+    assert "names 2 images to verify (containers and image volumes), more than the limit of 1" in answer[
+        "status"]["message"]
 
 
 def test_mutate_denies_what_validate_denies(client: TestClient) -> None:

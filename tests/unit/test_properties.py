@@ -106,7 +106,8 @@ def test_references_round_trip(domain: str, path: list[str], tag: str | None, di
 REVIEW = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
     "uid": "u", "kind": {"group": "", "version": "v1", "kind": "Pod"}, "operation": "CREATE", "namespace": "ns",
     "object": {"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "nginx"}],
-                                                   "initContainers": [{"name": "i", "image": "busybox"}]}}}}
+                                                   "initContainers": [{"name": "i", "image": "busybox"}],
+                                                   "volumes": [{"name": "v", "image": {"reference": "data"}}]}}}}
 
 
 @fuzz
