@@ -73,7 +73,7 @@ base_image() {
     image="localhost/trustgate-$name-base:$key"
     tarball="$cache/$name-base-$key.tar"
     if [ "$refresh" = true ]; then
-        rm -f "$tarball"
+        rm -rf "$tarball"
         "${buildah[@]}" rmi "$image" >/dev/null 2>&1 || true
     fi
     if ! "${buildah[@]}" inspect --type image "$image" >/dev/null 2>&1; then
