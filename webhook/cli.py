@@ -1,4 +1,4 @@
-"""`trustgate verify | explain | serve | controller`: thin faces over the same pipeline (and the controller).
+"""`trustgate verify | explain | serve | controller | --version`: thin faces over the same pipeline.
 
 Exit codes of `verify` and `explain`: 0 every image admitted, 1 any image denied, 2 usage or configuration error.
 """
@@ -11,6 +11,7 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +75,7 @@ def _registry_flags(parser: argparse.ArgumentParser, policies: argparse._Actions
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="trustgate", description="Admit container images only when signed by keys you trust.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version('trustgate')}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     verify = commands.add_parser("verify", help="verify images against a configuration directory")
