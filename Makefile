@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 
-.PHONY: run test unit e2e e2e-cluster bench lint crds deps venv clean reliability fuzz soak
+.PHONY: run test unit e2e e2e-cluster bench lint crds chart deps venv clean reliability fuzz soak
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import ensurepip' 2>/dev/null || (apt-get update -qq && apt-get install -y -qq python3-venv)
@@ -42,11 +43,12 @@ bench: $(STAMP)
 	$(BIN)/python -m bench
 
 # The container image from the Dockerfile, built without an image registry (buildah, bases made from Debian
-# packages): writes build/image, an OCI layout, and the measured section of docs/image.md. About 25 s; 65 s when
-# the bases are made anew.
+# packages): writes build/image, an OCI layout, dist/trustgate-image-VERSION.oci.tar, the same image as the one
+# file an air-gapped install starts from, and the measured section of docs/image.md. About 25 s; 65 s when the
+# bases are made anew.
 .PHONY: image e2e-image
 image:
-	scripts/build-image.sh --record docs/image.md
+	scripts/build-image.sh --record docs/image.md --oci-archive dist/trustgate-image-$(VERSION).oci.tar
 
 # The image pushed to a real registry, signed with GPG, cosign and Notation, run: trustgate admits its own image.
 e2e-image: deps $(STAMP)
@@ -69,5 +71,11 @@ soak: deps $(STAMP)
 crds: $(STAMP)
 	$(BIN)/python -m controller.crds crds charts/trustgate/crds
 
+# The chart tarball an air-gapped install starts from: dist/trustgate-VERSION.tgz.
+chart:
+	scripts/install-kube-tools.sh
+	.tools/bin/helm lint --strict charts/trustgate
+	.tools/bin/helm package charts/trustgate --destination dist
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache dist

@@ -3,10 +3,12 @@
 # systems made from Debian packages with mmdebstrap and imported as local images, and the Dockerfile is built by
 # buildah with vfs storage and chroot isolation (no daemon, no overlay mounts, no user namespaces needed).
 #
-#   scripts/build-image.sh [--oci-layout DIR] [--push REFERENCE] [--insecure-push] [--refresh-bases] [--record FILE]
+#   scripts/build-image.sh [--oci-layout DIR] [--oci-archive FILE] [--push REFERENCE] [--insecure-push]
+#                          [--refresh-bases] [--record FILE]
 #
-# The image is written as an OCI layout (default build/image, tag latest); --push also copies it to a registry
-# (--insecure-push: plain HTTP). The size and what it is made of are printed, and with --record written into the
+# The image is written as an OCI layout (default build/image, tag latest); --oci-archive also writes it as one
+# tar file, what an admin carries into an air-gapped cluster; --push copies it to a registry (--insecure-push:
+# plain HTTP). The size and what it is made of are printed, and with --record written into the
 # measured section of FILE. Bases are cached in ~/.cache/trustgate/image under a key of what they are made of;
 # --refresh-bases makes them anew, e.g. to take Debian's security updates.
 # Installs buildah and mmdebstrap from Debian if missing.
@@ -15,6 +17,7 @@ cd "$(dirname "$0")/.."
 . scripts/debian-mirror.sh
 
 oci_layout=build/image
+oci_archive=""
 push=""
 tls_verify=true
 refresh=false
@@ -22,11 +25,13 @@ record=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --oci-layout) oci_layout=$2; shift 2 ;;
+        --oci-archive) oci_archive=$2; shift 2 ;;
         --push) push=$2; shift 2 ;;
         --insecure-push) tls_verify=false; shift ;;
         --refresh-bases) refresh=true; shift ;;
         --record) record=$2; shift 2 ;;
-        *) echo "usage: $0 [--oci-layout DIR] [--push REFERENCE] [--insecure-push] [--refresh-bases] [--record FILE]" >&2
+        *) echo "usage: $0 [--oci-layout DIR] [--oci-archive FILE] [--push REFERENCE] [--insecure-push]" \
+                "[--refresh-bases] [--record FILE]" >&2
            exit 2 ;;
     esac
 done
@@ -120,6 +125,11 @@ build_seconds=$((SECONDS - built_at))
 rm -rf "$oci_layout"
 mkdir -p "$(dirname "$oci_layout")"
 "${buildah[@]}" push --quiet "$image" "oci:$oci_layout:latest"
+if [ -n "$oci_archive" ]; then
+    rm -f "$oci_archive"
+    mkdir -p "$(dirname "$oci_archive")"
+    "${buildah[@]}" push --quiet "$image" "oci-archive:$oci_archive:$version"
+fi
 if [ -n "$push" ]; then
     "${buildah[@]}" push --quiet --tls-verify="$tls_verify" "$image" "docker://$push"
 fi
@@ -127,4 +137,4 @@ fi
 container=$("${buildah[@]}" from --pull-never "$image")
 trap '"${buildah[@]}" rm "$container" >/dev/null' EXIT
 scripts/image-report.py "$oci_layout" "$("${buildah[@]}" mount "$container")" "$build_seconds" "$record"
-echo "built $image in $((SECONDS - started)) s; OCI layout: $oci_layout"
+echo "built $image in $((SECONDS - started)) s; OCI layout: $oci_layout${oci_archive:+; OCI archive: $oci_archive}"

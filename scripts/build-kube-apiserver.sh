@@ -7,7 +7,9 @@
 #   1. the vendored modern-go/reflect2 1.0.1 crashes on Go >= 1.18: use Debian's 1.0.2 instead;
 #   2. the generated OpenAPI definitions are not in the tarball: `make gen_openapi`;
 #   3. the tree predates Go modules: build in GOPATH mode.
-# About 5 minutes and 1.3 GB of RAM on two cores. Prints the binary's path on its last line.
+# The version is stamped into the binary (a plain `go build` reports v0.0.0-master, which tools that check
+# the server's version, such as helm's kubeVersion, refuse). About 5 minutes and 1.3 GB of RAM on two cores.
+# Prints the binary's path on its last line.
 set -euo pipefail
 
 CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/trustgate"
@@ -20,7 +22,12 @@ sudo_if_needed() {
 missing=()
 command -v etcd >/dev/null || missing+=(etcd-server)
 command -v openssl >/dev/null || missing+=(openssl)
-if ! "$BINARY" --version >/dev/null 2>&1; then
+# Bumped when the build changes, so that a binary cached by an older recipe is rebuilt (recipe 1 stamped
+# component-base's version only, read by --version; the server's /version reads client-go's).
+RECIPE=2
+stamped() { [ "$(cat "$BINARY.recipe" 2>/dev/null)" = "$RECIPE" ] && "$BINARY" --version >/dev/null 2>&1; }
+
+if ! stamped; then
     command -v go >/dev/null || missing+=(golang-go)
     command -v make >/dev/null || missing+=(make)
     command -v rsync >/dev/null || missing+=(rsync)
@@ -32,7 +39,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
     sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-if "$BINARY" --version >/dev/null 2>&1; then
+if stamped; then
     echo "$BINARY"
     exit 0
 fi
@@ -66,8 +73,18 @@ cp /usr/share/gocode/src/github.com/modern-go/reflect2/*.go "$tree/vendor/github
 
 export GOPATH="$gopath" GOCACHE="$work/gocache" GOPROXY=off CGO_ENABLED=0
 (cd "$tree" && make gen_openapi >&2)
-(cd "$tree" && GO111MODULE=off go build -o "$work/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver >&2)
+# kubernetes_1.20.5+really1.20.2.orig.tar.gz -> 1.20.2
+version=$(basename "$work"/kubernetes_*.orig.tar.gz .orig.tar.gz | sed -E 's/^kubernetes_//; s/.*really//')
+minor=${version#*.}
+ldflags=""
+for stamp in k8s.io/kubernetes/vendor/k8s.io/component-base/version k8s.io/kubernetes/vendor/k8s.io/client-go/pkg/version; do
+    ldflags="$ldflags -X $stamp.gitVersion=v$version -X $stamp.gitMajor=${version%%.*} -X $stamp.gitMinor=${minor%%.*}"
+    ldflags="$ldflags -X $stamp.gitTreeState=archive"
+done
+(cd "$tree" && GO111MODULE=off go build -ldflags "$ldflags" -o "$work/kube-apiserver" \
+    k8s.io/kubernetes/cmd/kube-apiserver >&2)
 
 "$work/kube-apiserver" --version >&2
 mv "$work/kube-apiserver" "$BINARY"
+echo "$RECIPE" >"$BINARY.recipe"
 echo "$BINARY"
