@@ -18,12 +18,13 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from pydantic import ValidationError
 
+from webhook.gpgkeys import GpgKey
 from webhook.policy.compile import compile_policy
 from webhook.policy.models import KeyStatus, KeyValueSource, TrustPolicy, TrustStore
 from webhook.rekor import spki_der
 from webhook.trust import CompiledTrustStore, KeyMaterial, PemPublicKey, X509Bundle, compile_trust_store
-from webhook.verifiers.base import ConfigError, VerifierPlugin, validation_errors
-from webhook.verifiers.gpg import GpgKey
+from webhook.validation import ConfigError, validation_errors
+from webhook.verifiers.base import VerifierPlugin
 
 EXPIRY_WARNING = datetime.timedelta(days=30)
 

@@ -8,10 +8,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from webhook.artifacts import ResolvedImage
 from webhook.config import LoadedResources, Origin
 from webhook.policy.models import TrustPolicy, TrustStore
 from webhook.references import parse_reference
-from webhook.verifiers.base import ResolvedImage
 
 
 def armor_keys(binary_keyring: bytes) -> list[str]:

@@ -34,8 +34,8 @@ from webhook.admission import (
 )
 from webhook.pipeline import AdmissionContext, Pipeline, VerificationCaches, VerifySettings
 from webhook.policy.compile import PolicySet
+from webhook.policy.scope import RegistryScope
 from webhook.registry.client import RegistryClient, RegistrySettings
-from webhook.registry.scope import RegistryScope
 
 log = logging.getLogger(__name__)
 

@@ -39,7 +39,8 @@ from webhook.policy.models import (
     TrustStore,
     _validate_glob,
 )
-from webhook.verifiers.base import VerifierPlugin, validation_errors
+from webhook.validation import validation_errors
+from webhook.verifiers.base import VerifierPlugin
 
 BUNDLE_SECRET = "trustgate-policy-bundle"
 BUNDLE_KEY = "bundle.json"

@@ -19,10 +19,10 @@ from webhook.admission import MAX_CONTAINERS_PER_POD
 from webhook.config import ConfigFileError, load_resources
 from webhook.pipeline import ImageVerdict, Pipeline, VerifySettings
 from webhook.policy.compile import PolicySet, compile_policy_set
+from webhook.policy.scope import RegistryScope
 from webhook.registry.auth import CredentialsError, load_docker_config
 from webhook.registry.client import RegistryClient, RegistrySettings
 from webhook.registry.network import parse_cidr
-from webhook.registry.scope import RegistryScope
 from webhook.tls import MODERN_CIPHERS
 
 log = logging.getLogger("trustgate")

@@ -16,7 +16,7 @@ import yaml
 from pydantic import ValidationError
 
 from webhook.policy.models import GROUP, TrustPolicy, TrustStore
-from webhook.verifiers.base import validation_errors
+from webhook.validation import validation_errors
 
 log = logging.getLogger(__name__)
 

@@ -15,12 +15,12 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
+from webhook.artifacts import Collected, ImageTarget, ResolvedImage, SignatureMaterial
 from webhook.cache import ExpiringLRU, SingleFlight
 from webhook.policy.compile import AuthorityRules, CompiledPolicy, PolicySet
 from webhook.references import ImageReference, InvalidReferenceError, parse_reference
 from webhook.registry.client import RegistryClient, RegistryError
 from webhook.results import Result, at_least
-from webhook.verifiers.base import Collected, ImageTarget, ResolvedImage, SignatureMaterial
 
 log = logging.getLogger(__name__)
 

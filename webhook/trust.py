@@ -10,9 +10,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
+from webhook.gpgkeys import GpgKeyError, inspect_gpg_key
 from webhook.policy.models import TrustStore, X509Material
-from webhook.verifiers.base import ConfigError
-from webhook.verifiers.gpg import GpgKeyError, inspect_gpg_key
+from webhook.validation import ConfigError
 
 MIN_RSA_BITS = 2048
 _CURVES = (ec.SECP256R1, ec.SECP384R1, ec.SECP521R1)

@@ -13,21 +13,15 @@ import pytest
 from pydantic import BaseModel, ConfigDict
 
 from tests.helpers import resources, trust_policy
+from webhook.artifacts import Collected, ResolvedImage, SignatureMaterial
 from webhook.cache import ExpiringLRU, SingleFlight
 from webhook.pipeline import AdmissionContext, ImageVerdict, Pipeline, VerificationCaches, VerifySettings
 from webhook.policy.compile import PolicySet, compile_policy_set
 from webhook.references import ImageReference
 from webhook.registry.client import RegistryError
 from webhook.results import Result
-from webhook.verifiers.base import (
-    Collected,
-    CompiledAuthority,
-    ResolvedImage,
-    SignatureMaterial,
-    SignatureSource,
-    VerifierPlugin,
-    discover_verifiers,
-)
+from webhook.sources.base import SignatureSource
+from webhook.verifiers.base import CompiledAuthority, VerifierPlugin, discover_verifiers
 
 IMAGE = "registry.example.com/app:v1"
 SIGNED_AT = 1_700_000_000.0  # when every counting signature was made (wall clock)

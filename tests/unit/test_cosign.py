@@ -16,13 +16,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from tests.helpers import key_store, resolved, resources, trust_policy
+from webhook.artifacts import SignatureMaterial
 from webhook.config import ConfigFileError
 from webhook.policy.compile import compile_policy_set
 from webhook.policy.models import CertificateIdentity
 from webhook.registry.client import Manifest, RegistrySettings
 from webhook.rekor import RekorError, canonical_payload, check_entry_matches, rekor_log_key, verify_bundle
 from webhook.sources.cosign_tag import SIMPLE_SIGNING_MEDIA_TYPE, CosignSignatureTag, signature_tag
-from webhook.verifiers.base import SignatureMaterial
 from webhook.verifiers.cosign import (
     BUNDLE_ANNOTATION,
     SIGNATURE_ANNOTATION,

@@ -28,11 +28,12 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.helpers import key_store, resolved, resources, trust_policy
+from webhook.artifacts import ResolvedImage, SignatureMaterial
 from webhook.config import ConfigFileError
 from webhook.policy.compile import compile_policy_set
 from webhook.references import InvalidReferenceError
+from webhook.simple_signing import COSIGN_SIGNATURE_TYPE
 from webhook.sources.cosign_tag import LayerError, SignatureLayer, parse_layer, signature_material
-from webhook.verifiers.base import ResolvedImage, SignatureMaterial
 from webhook.verifiers.cosign import (
     BUNDLE_ANNOTATION,
     CERTIFICATE_ANNOTATION,
@@ -40,7 +41,6 @@ from webhook.verifiers.cosign import (
     SIGNATURE_ANNOTATION,
     CosignAuthorityVerifier,
 )
-from webhook.verifiers.simple_signing import COSIGN_SIGNATURE_TYPE
 
 SUITE = Path(__file__).parents[1] / "conformance" / "cosign"
 # Cases run check by check through `_verdict`; cs-14 has component-level checks of its own below.

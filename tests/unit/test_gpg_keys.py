@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from webhook.verifiers.gpg import GpgKeyError, inspect_gpg_key
+from webhook.gpgkeys import GpgKeyError, inspect_gpg_key
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from webhook.policy.models import SignedIdentity
 from webhook.references import InvalidReferenceError, parse_reference
-from webhook.verifiers.simple_signing import identity_matches
+from webhook.simple_signing import identity_matches
 
 TABLE = json.loads((Path(__file__).parents[1] / "conformance/simple-signing/_shared/identity-matching.json")
                    .read_text())

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from tests.certificates import issue
 from webhook.policy.models import NotationAuthority, TrustStore
 from webhook.trust import compile_trust_store
-from webhook.verifiers.base import ConfigError
+from webhook.validation import ConfigError
 from webhook.verifiers.notation import NotationVerifier
 
 IDENTITY = "x509.subject: C=US, ST=WA, O=Acme Rockets, CN=release"

@@ -21,12 +21,13 @@ import cbor2
 import pytest
 from pydantic import ValidationError
 
+from webhook.artifacts import ResolvedImage, SignatureMaterial
 from webhook.policy.models import TrustStore
 from webhook.references import InvalidReferenceError, parse_reference
 from webhook.results import Result
 from webhook.sources.referrers import envelope_layer, signature_descriptors
 from webhook.trust import compile_trust_store
-from webhook.verifiers.base import ConfigError, ResolvedImage, SignatureMaterial
+from webhook.validation import ConfigError
 from webhook.verifiers.notary_envelope import COSE_MEDIA_TYPE, JWS_MEDIA_TYPE
 from webhook.verifiers.notation import NotationVerifier
 

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from webhook.verifiers.simple_signing import (
+from webhook.simple_signing import (
     ATOMIC_SIGNATURE_TYPE,
     COSIGN_SIGNATURE_TYPE,
     InvalidPayloadError,

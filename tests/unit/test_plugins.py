@@ -19,7 +19,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from webhook.results import Result
-from webhook.verifiers.base import CompiledAuthority, VerifierPlugin, validate_spec
+from webhook.validation import validate_spec
+from webhook.verifiers.base import CompiledAuthority, VerifierPlugin
 
 
 class AttestSpec(BaseModel):

@@ -13,19 +13,13 @@ import pytest
 from pydantic import BaseModel, ConfigDict
 
 from tests.helpers import resources, trust_policy
+from webhook.artifacts import Collected, ResolvedImage, SignatureMaterial
 from webhook.pipeline import UNKNOWN_CONTEXT, AdmissionContext, ImageVerdict, Pipeline, VerifySettings
 from webhook.policy.compile import compile_policy_set
 from webhook.references import ImageReference
 from webhook.results import Result
-from webhook.verifiers.base import (
-    Collected,
-    CompiledAuthority,
-    ResolvedImage,
-    SignatureMaterial,
-    SignatureSource,
-    VerifierPlugin,
-    discover_verifiers,
-)
+from webhook.sources.base import SignatureSource
+from webhook.verifiers.base import CompiledAuthority, VerifierPlugin, discover_verifiers
 
 NOW = 2_000_000_000
 DAY = 86400

@@ -34,10 +34,10 @@ from webhook.policy.compile import compile_policy_set
 from webhook.references import InvalidReferenceError, parse_reference
 from webhook.registry.client import OCI_INDEX, OCI_MANIFEST, RegistryClient, RegistryError, RegistrySettings
 from webhook.registry.network import parse_cidr
+from webhook.simple_signing import InvalidPayloadError, parse_payload
 from webhook.sources.cosign_tag import LayerError, parse_layer
 from webhook.sources.referrers import envelope_layer, signature_descriptors
 from webhook.verifiers.notary_envelope import COSE_MEDIA_TYPE, JWS_MEDIA_TYPE, EnvelopeError, open_envelope
-from webhook.verifiers.simple_signing import InvalidPayloadError, parse_payload
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "60"))

@@ -7,10 +7,10 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
+from webhook.artifacts import ImageTarget
 from webhook.references import parse_reference
 from webhook.registry.client import RegistryError, RegistrySettings
 from webhook.sources.referrers import REFERRERS_MODE_SECONDS, NotationReferrers
-from webhook.verifiers.base import ImageTarget
 
 DIGEST = "sha256:" + "ab" * 32
 TARGET = ImageTarget(parse_reference(f"registry.example.com/app@{DIGEST}"), DIGEST)

@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.helpers import key_store, resources, trust_policy
 from webhook.policy.compile import compile_policy_set
+from webhook.policy.scope import RegistryScope, domain_pattern
 from webhook.references import parse_reference
 from webhook.registry.client import OutOfScopeError, RegistryClient, RegistryError, RegistrySettings
 from webhook.registry.network import (
@@ -29,7 +30,6 @@ from webhook.registry.network import (
     guarded_socket,
     parse_cidr,
 )
-from webhook.registry.scope import RegistryScope, domain_pattern
 
 
 @pytest.mark.parametrize(("address", "reason"), [

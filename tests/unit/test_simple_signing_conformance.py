@@ -15,12 +15,12 @@ from typing import Any
 import pytest
 
 from tests.helpers import armor_keys, resolved, resources, trust_policy, trust_store
+from webhook.artifacts import SignatureMaterial
 from webhook.config import ConfigFileError
 from webhook.policy.compile import compile_policy_set
 from webhook.references import InvalidReferenceError
-from webhook.verifiers.base import SignatureMaterial
+from webhook.simple_signing import ATOMIC_SIGNATURE_TYPE, parse_payload
 from webhook.verifiers.gpg import GpgAuthorityVerifier
-from webhook.verifiers.simple_signing import ATOMIC_SIGNATURE_TYPE, parse_payload
 
 SUITE = Path(__file__).parents[1] / "conformance" / "simple-signing"
 CASES = sorted(path for path in SUITE.glob("ss-*") if path.is_dir())
@@ -62,7 +62,7 @@ def _armored_keys(case: Path, check: dict[str, Any]) -> dict[str, str]:
             keys[f"{Path(key_file).stem}-{index}"] = armored
     if accepted is None:
         return keys
-    from webhook.verifiers.gpg import inspect_gpg_key
+    from webhook.gpgkeys import inspect_gpg_key
 
     return {name: armored for name, armored in keys.items() if inspect_gpg_key(armored).fingerprint in accepted}
 
@@ -112,7 +112,7 @@ def _verdict(case: Path, check: dict[str, Any]) -> str:
 def test_conformance(case: Path, document: dict[str, Any], check: dict[str, Any]) -> None:
     if check["expected"] == "parse-ok":
         keys = _armored_keys(case, {"trust": {"keys": ["keys/public-key.gpg"]}})
-        from webhook.verifiers.gpg import GnupgHome
+        from webhook.gpgkeys import GnupgHome
 
         with GnupgHome(keys.values()) as home:
             plaintext = home.gpg.decrypt((case / "signature-1").read_bytes()).data

@@ -15,7 +15,8 @@ from webhook.config import LoadedResources
 from webhook.policy.matching import ImageGlob
 from webhook.policy.models import LabelSelector, TrustPolicy, parse_duration
 from webhook.trust import CompiledTrustStore, compile_trust_store
-from webhook.verifiers.base import CompiledAuthority, ConfigError, VerifierPlugin, discover_verifiers
+from webhook.validation import ConfigError
+from webhook.verifiers.base import CompiledAuthority, VerifierPlugin, discover_verifiers
 
 Mode = Literal["enforce", "warn", "audit"]
 

@@ -12,8 +12,8 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
+from webhook.policy.notation_identity import validate_trusted_identities
 from webhook.references import InvalidReferenceError, is_repository_prefix, parse_reference, validate_digest
-from webhook.verifiers.notation_identity import validate_trusted_identities
 
 GROUP = "trustgate.dev"
 VERSION = "v1alpha1"

@@ -18,6 +18,7 @@ import aiohttp
 from yarl import URL
 
 from webhook import strictjson
+from webhook.artifacts import ResolvedImage
 from webhook.references import ImageReference, validate_digest
 from webhook.registry.auth import Challenge, Credentials, load_docker_config, parse_challenges
 from webhook.registry.network import (
@@ -29,7 +30,6 @@ from webhook.registry.network import (
     guarded_socket,
     resolve,
 )
-from webhook.verifiers.base import ResolvedImage
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +129,7 @@ def _hostname(netloc: str) -> str:
 
 
 class RegistryClient:
-    """`scope` says which registries may be contacted at all (None: any); see `webhook.registry.scope`."""
+    """`scope` says which registries may be contacted at all (None: any); see `webhook.policy.scope`."""
 
     def __init__(self, settings: RegistrySettings, scope: Callable[[str], bool] | None = None,
                  resolver: Resolver = resolve) -> None:

@@ -11,15 +11,12 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
+from webhook.artifacts import Collected, ImageTarget, SignatureMaterial
 from webhook.references import ImageReference, InvalidDigestError, validate_digest
-from webhook.registry.client import INDEX_MEDIA_TYPES, RegistryError
-from webhook.verifiers.base import Collected, ImageTarget, SignatureMaterial, SignatureSource
-from webhook.verifiers.simple_signing import MAX_PAYLOAD_BYTES
-
-if TYPE_CHECKING:
-    from webhook.registry.client import RegistryClient
+from webhook.registry.client import INDEX_MEDIA_TYPES, RegistryClient, RegistryError
+from webhook.simple_signing import MAX_PAYLOAD_BYTES
+from webhook.sources.base import SignatureSource
 
 SIMPLE_SIGNING_MEDIA_TYPE = "application/vnd.dev.cosign.simplesigning.v1+json"
 # cosign appends a layer per signature; a tag holding more than this is examined only in part.

@@ -8,14 +8,11 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import TYPE_CHECKING
 
 from webhook import strictjson
-from webhook.registry.client import RegistryError
-from webhook.verifiers.base import Collected, ImageTarget, SignatureMaterial, SignatureSource
-
-if TYPE_CHECKING:
-    from webhook.registry.client import RegistryClient
+from webhook.artifacts import Collected, ImageTarget, SignatureMaterial
+from webhook.registry.client import RegistryClient, RegistryError
+from webhook.sources.base import SignatureSource
 
 MAX_EXTENSION_SIGNATURES = 16
 MAX_EXTENSION_RESPONSE_BYTES = 1024 * 1024

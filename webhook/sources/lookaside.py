@@ -6,13 +6,9 @@ for signature-1, signature-2, ... until the first 404, so the number read is cap
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from webhook.registry.client import RegistryError
-from webhook.verifiers.base import Collected, ImageTarget, SignatureMaterial, SignatureSource
-
-if TYPE_CHECKING:
-    from webhook.registry.client import RegistryClient
+from webhook.artifacts import Collected, ImageTarget, SignatureMaterial
+from webhook.registry.client import RegistryClient, RegistryError
+from webhook.sources.base import SignatureSource
 
 MAX_LOOKASIDE_SIGNATURES = 16
 MAX_SIGNATURE_BYTES = 64 * 1024

@@ -14,14 +14,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from webhook import strictjson
-from webhook.registry.client import RegistryError
-from webhook.verifiers.base import Collected, ImageTarget, SignatureMaterial, SignatureSource
-
-if TYPE_CHECKING:
-    from webhook.registry.client import RegistryClient
+from webhook.artifacts import Collected, ImageTarget, SignatureMaterial
+from webhook.registry.client import RegistryClient, RegistryError
+from webhook.sources.base import SignatureSource
 
 NOTARY_SIGNATURE = "application/vnd.cncf.notary.signature"
 ENVELOPE_MEDIA_TYPES = ("application/jose+json", "application/cose")

@@ -12,127 +12,23 @@ Python entry-point group `trustgate.verifiers`; a third-party plugin can never r
 from __future__ import annotations
 
 import importlib
-import json
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
-from webhook.references import ImageReference
+from webhook.artifacts import ImageTarget, ResolvedImage, SignatureMaterial
 from webhook.results import Result
-
-if TYPE_CHECKING:
-    from webhook.registry.client import RegistryClient
-    from webhook.trust import CompiledTrustStore
+from webhook.sources.base import SignatureSource
+from webhook.trust import CompiledTrustStore
+from webhook.validation import ConfigError
 
 log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "trustgate.verifiers"
-ModelT = TypeVar("ModelT", bound=BaseModel)
-
-
-@dataclass(frozen=True, slots=True)
-class ImageTarget:
-    """An image as admitted and the digest it names: all a signature source needs, so the signatures of a
-    digest reference can be looked up while its manifest is still being fetched."""
-
-    reference: ImageReference
-    digest: str
-
-
-@dataclass(frozen=True, slots=True)
-class ResolvedImage:
-    """An image as admitted, with the manifest its reference resolved to (bytes hashed, never trusted)."""
-
-    reference: ImageReference
-    digest: str
-    manifest: bytes
-    media_type: str
-
-    @property
-    def target(self) -> ImageTarget:
-        return ImageTarget(self.reference, self.digest)
-
-    def child_digests(self) -> tuple[str, ...]:
-        """The manifests an index (or Docker manifest list) points at; none for an image manifest."""
-        if not self.media_type.endswith(("index.v1+json", "manifest.list.v2+json")):
-            return ()
-        document = json.loads(self.manifest)
-        return tuple(entry["digest"] for entry in document.get("manifests", [])
-                     if isinstance(entry, dict) and isinstance(entry.get("digest"), str))
-
-
-@dataclass(frozen=True, slots=True)
-class SignatureMaterial:
-    """One candidate signature as a source found it: where it came from, and its raw bytes."""
-
-    label: str
-    data: bytes
-    media_type: str = ""
-    annotations: Mapping[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class Collected:
-    """What a source found: the signatures, the faults that kept it from finding others, where it looked."""
-
-    searched: str
-    materials: tuple[SignatureMaterial, ...] = ()
-    # (where, what went wrong): each becomes a failing entry in the explanation.
-    problems: tuple[tuple[str, str], ...] = ()
-
-
-class SignatureSource(ABC):
-    """Where one format keeps the signatures of an image, e.g. a lookaside server or a `.sig` tag."""
-
-    @abstractmethod
-    async def collect(self, image: ImageTarget, registry: RegistryClient) -> Collected:
-        """Fetch candidate signatures for `image`, applying this source's limits."""
-
-
-class ConfigError(ValueError):
-    """A configuration fault, located by a field path such as `spec.authorities[0].gpg.trustStore`."""
-
-    def __init__(self, path: str, message: str) -> None:
-        super().__init__(f"{path}: {message}" if path else message)
-        self.path = path
-        self.message = message
-
-
-def location_path(location: Sequence[int | str]) -> str:
-    """`('spec', 'keys', 0, 'gpg')` -> `spec.keys[0].gpg`."""
-    path = ""
-    for part in location:
-        path += f"[{part}]" if isinstance(part, int) else f".{part}" if path else str(part)
-    return path
-
-
-def validation_errors(exc: ValidationError) -> list[tuple[str, str]]:
-    """Each pydantic error as (field path, message), in the words a config author reads."""
-    found = []
-    for error in exc.errors():
-        message = error["msg"].removeprefix("Value error, ")
-        if error["type"] == "extra_forbidden":
-            message = "unknown field"
-        elif error["type"] == "missing":
-            message = "required field is missing"
-        found.append((location_path(error["loc"]), message))
-    return found
-
-
-def validate_spec(model: type[ModelT], raw: Any, path: str) -> ModelT:
-    """Validate a plugin's configuration, raising ConfigError at the first faulty field."""
-    if isinstance(raw, model):
-        return raw
-    try:
-        return model.model_validate(raw)
-    except ValidationError as exc:
-        where, message = validation_errors(exc)[0]
-        raise ConfigError(f"{path}.{where}" if where else path, message) from None
 
 
 def find_trust_store(trust_stores: Mapping[str, CompiledTrustStore], name: str, path: str) -> CompiledTrustStore:

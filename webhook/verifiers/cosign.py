@@ -24,7 +24,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from asn1crypto import core as asn1_core
 from cryptography import x509
@@ -34,6 +34,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from webhook import pki
+from webhook.artifacts import ImageTarget, ResolvedImage, SignatureMaterial
 from webhook.policy.models import CertificateIdentity, CosignAuthority
 from webhook.references import ImageReference, parse_reference
 from webhook.rekor import (
@@ -46,21 +47,7 @@ from webhook.rekor import (
     verify_bundle,
 )
 from webhook.results import Result
-from webhook.sources.cosign_tag import SIMPLE_SIGNING_MEDIA_TYPE, CosignSignatureTag
-from webhook.trust import PemPublicKey, PublicKey, X509Bundle
-from webhook.verifiers.base import (
-    CompiledAuthority,
-    ConfigError,
-    ImageTarget,
-    ResolvedImage,
-    SignatureMaterial,
-    SignatureSource,
-    VerifierPlugin,
-    find_trust_store,
-    select_keys,
-    validate_spec,
-)
-from webhook.verifiers.simple_signing import (
+from webhook.simple_signing import (
     COSIGN_SIGNATURE_TYPE,
     InvalidPayloadError,
     describe_rule,
@@ -68,9 +55,11 @@ from webhook.verifiers.simple_signing import (
     manifest_matches_digest,
     parse_payload,
 )
-
-if TYPE_CHECKING:
-    from webhook.trust import CompiledTrustStore
+from webhook.sources.base import SignatureSource
+from webhook.sources.cosign_tag import SIMPLE_SIGNING_MEDIA_TYPE, CosignSignatureTag
+from webhook.trust import CompiledTrustStore, PemPublicKey, PublicKey, X509Bundle
+from webhook.validation import ConfigError, validate_spec
+from webhook.verifiers.base import CompiledAuthority, VerifierPlugin, find_trust_store, select_keys
 
 SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
 CERTIFICATE_ANNOTATION = "dev.sigstore.cosign/certificate"

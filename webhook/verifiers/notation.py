@@ -22,29 +22,23 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
 from webhook import strictjson
+from webhook.artifacts import Collected, ImageTarget, ResolvedImage, SignatureMaterial
 from webhook.pki import ChainError, Revocation, describe, revocation_status, verify_chain
 from webhook.policy.models import NotationAuthority
+from webhook.policy.notation_identity import identity_matches, validate_trusted_identities
+from webhook.registry.client import RegistryClient
 from webhook.results import Result
+from webhook.sources.base import SignatureSource
 from webhook.sources.referrers import NotationReferrers
-from webhook.trust import X509Bundle
-from webhook.verifiers.base import (
-    Collected,
-    CompiledAuthority,
-    ConfigError,
-    ImageTarget,
-    ResolvedImage,
-    SignatureMaterial,
-    SignatureSource,
-    VerifierPlugin,
-    find_trust_store,
-    validate_spec,
-)
+from webhook.trust import CompiledTrustStore, X509Bundle
+from webhook.validation import ConfigError, validate_spec
+from webhook.verifiers.base import CompiledAuthority, VerifierPlugin, find_trust_store
 from webhook.verifiers.notary_envelope import (
     SCHEME_SIGNING_AUTHORITY,
     Envelope,
@@ -52,11 +46,6 @@ from webhook.verifiers.notary_envelope import (
     open_envelope,
 )
 from webhook.verifiers.notary_timestamp import Timestamp, TimestampError, verify_timestamp
-from webhook.verifiers.notation_identity import identity_matches, validate_trusted_identities
-
-if TYPE_CHECKING:
-    from webhook.registry.client import RegistryClient
-    from webhook.trust import CompiledTrustStore
 
 log = logging.getLogger(__name__)
 
