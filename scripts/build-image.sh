@@ -14,7 +14,7 @@
 # Installs buildah and mmdebstrap from Debian if missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-. scripts/debian-mirror.sh
+. scripts/debian.sh
 
 oci_layout=build/image
 oci_archive=""
@@ -36,22 +36,17 @@ while [ $# -gt 0 ]; do
     esac
 done
 
-sudo_if_needed() {
-    if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
-}
-
-missing=()
-command -v buildah >/dev/null || missing+=(buildah)
-command -v mmdebstrap >/dev/null || missing+=(mmdebstrap)
-if [ "${#missing[@]}" -gt 0 ]; then
-    echo "installing Debian packages: ${missing[*]}"
-    sudo_if_needed apt-get update -qq
-    sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
-fi
+install_missing buildah=buildah mmdebstrap=mmdebstrap
 
 started=$SECONDS
 cache=${XDG_CACHE_HOME:-$HOME/.cache}/trustgate/image
 mkdir -p "$cache"
+# One build at a time per cache: the storage is shared, and a build prunes the images it no longer needs.
+exec {lock}>"$cache/lock"
+if ! flock --nonblock "$lock"; then
+    echo "waiting for another image build using $cache" >&2
+    flock "$lock"
+fi
 buildah=(buildah --root "$cache/storage" --runroot "$cache/run" --storage-driver vfs)
 
 suite=bookworm

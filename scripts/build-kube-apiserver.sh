@@ -11,33 +11,20 @@
 # the server's version, such as helm's kubeVersion, refuse). About 5 minutes and 1.3 GB of RAM on two cores.
 # Prints the binary's path on its last line.
 set -euo pipefail
+. "$(dirname "$0")/debian.sh"
 
 CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/trustgate"
 BINARY="$CACHE/kube-apiserver-1.20"
 
-sudo_if_needed() {
-    if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
-}
-
-missing=()
-command -v etcd >/dev/null || missing+=(etcd-server)
-command -v openssl >/dev/null || missing+=(openssl)
 # Bumped when the build changes, so that a binary cached by an older recipe is rebuilt (recipe 1 stamped
 # component-base's version only, read by --version; the server's /version reads client-go's).
 RECIPE=2
 stamped() { [ "$(cat "$BINARY.recipe" 2>/dev/null)" = "$RECIPE" ] && "$BINARY" --version >/dev/null 2>&1; }
 
-if ! stamped; then
-    command -v go >/dev/null || missing+=(golang-go)
-    command -v make >/dev/null || missing+=(make)
-    command -v rsync >/dev/null || missing+=(rsync)
-    [ -d /usr/share/gocode/src/github.com/modern-go/reflect2 ] || missing+=(golang-github-modern-go-reflect2-dev)
-fi
-if [ "${#missing[@]}" -gt 0 ]; then
-    echo "installing Debian packages: ${missing[*]}" >&2
-    sudo_if_needed apt-get update -qq
-    sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
-fi
+needed=(etcd=etcd-server openssl=openssl)
+stamped || needed+=(go=golang-go make=make rsync=rsync
+    /usr/share/gocode/src/github.com/modern-go/reflect2=golang-github-modern-go-reflect2-dev)
+install_missing "${needed[@]}"
 
 if stamped; then
     echo "$BINARY"
@@ -49,18 +36,7 @@ work=$(mktemp -d "$CACHE/build.XXXXXX")
 trap 'chmod -R u+w "$work" 2>/dev/null; rm -rf "$work"' EXIT
 
 # The source package comes through a private apt state: the system's sources and lists stay untouched.
-mirror=$(sed -n 's/^URIs: *//p' /etc/apt/sources.list.d/*.sources 2>/dev/null | grep -v security | head -n1 || true)
-if [ -z "$mirror" ]; then
-    mirror=$(awk '$1 == "deb" && $0 !~ /security/ {for (i = 2; i <= NF; i++) if ($i ~ /^https?:/) {print $i; exit}}' \
-        /etc/apt/sources.list 2>/dev/null || true)
-fi
-mirror=${mirror:-http://deb.debian.org/debian}
-state="$work/apt"
-mkdir -p "$state/lists/partial" "$state/cache/archives/partial"
-echo "deb-src [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $mirror bookworm main" >"$state/sources.list"
-apt_private=(-o "Dir::Etc::SourceList=$state/sources.list" -o Dir::Etc::SourceParts=/dev/null
-    -o "Dir::State::Lists=$state/lists" -o "Dir::Cache=$state/cache" -o APT::Sandbox::User=root)
-apt-get "${apt_private[@]}" update -qq
+private_apt "$work/apt" "deb-src $(debian_mirror) bookworm main"
 (cd "$work" && apt-get "${apt_private[@]}" source --download-only -qq kubernetes)
 
 gopath="$work/gopath"
