@@ -22,7 +22,14 @@ from webhook.gpgkeys import GpgKey
 from webhook.policy.compile import compile_policy
 from webhook.policy.models import KeyStatus, KeyValueSource, TrustPolicy, TrustStore
 from webhook.rekor import spki_der
-from webhook.trust import CompiledTrustStore, KeyMaterial, PemPublicKey, X509Bundle, compile_trust_store
+from webhook.trust import (
+    CompiledTrustStore,
+    KeyMaterial,
+    PemPublicKey,
+    X509Bundle,
+    compile_trust_store,
+    expires_at,
+)
 from webhook.validation import ConfigError, validation_errors
 from webhook.verifiers.base import VerifierPlugin
 
@@ -202,16 +209,15 @@ def key_status(name: str, material_type: str, material: KeyMaterial) -> KeyStatu
     """What `status.keys` shows for one key: fingerprint or ID, algorithm, expiry."""
     if isinstance(material, GpgKey):
         return KeyStatus(name=name, type=material_type, fingerprint=material.fingerprint,
-                         algorithm=material.algorithm, expires=_iso(material.expires))
+                         algorithm=material.algorithm, expires=_iso(expires_at(material)))
     if isinstance(material, PemPublicKey):
         return KeyStatus(name=name, type=material_type, fingerprint=_spki_fingerprint(material.key),
                          algorithm=describe_public_key(material.key))
     if isinstance(material, X509Bundle):
         first = material.certificates[0]
-        expires = min(certificate.not_valid_after_utc for certificate in material.certificates)
         return KeyStatus(name=name, type=material_type,
                          fingerprint="SHA256:" + first.fingerprint(hashes.SHA256()).hex(),
-                         algorithm=describe_public_key(first.public_key()), expires=_iso(expires))
+                         algorithm=describe_public_key(first.public_key()), expires=_iso(expires_at(material)))
     return KeyStatus(name=name, type=material_type)
 
 

@@ -15,6 +15,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -32,10 +33,13 @@ from webhook.admission import (
     parse_review,
     review_response,
 )
+from webhook.metrics import CERTIFICATE_EXPIRY, POLICY_GENERATION, TRUST_KEY_EXPIRY
 from webhook.pipeline import AdmissionContext, Pipeline, VerificationCaches, VerifySettings
 from webhook.policy.compile import PolicySet
 from webhook.policy.scope import RegistryScope
 from webhook.registry.client import RegistryClient, RegistrySettings
+from webhook.tls import CertificateExpiry
+from webhook.trust import expires_at
 
 log = logging.getLogger(__name__)
 
@@ -83,14 +87,28 @@ class WebhookConfig:
     namespace_labels: Callable[[str], Awaitable[Mapping[str, str] | None]] = _labels_unknown
     max_containers_per_pod: int = MAX_CONTAINERS_PER_POD
     drain: Drain = field(default_factory=Drain)
+    # The PEM file being served, for its expiry metric.
+    serving_certificate: Path | None = None
 
 
 class _WebhookState:
     pipeline: Pipeline | None = None
 
 
+def publish_trust_key_expiry(policies: PolicySet) -> None:
+    """The expiry metric of every key in the generation now enforced, and of no key it no longer holds."""
+    TRUST_KEY_EXPIRY.clear()
+    for store in policies.trust_stores.values():
+        for key_name, material in store.keys.items():
+            expiry = expires_at(material)
+            if expiry is not None:
+                TRUST_KEY_EXPIRY.labels(store.name, key_name).set(expiry.timestamp())
+
+
 def create_app(config: WebhookConfig) -> FastAPI:
     state = _WebhookState()
+    if config.serving_certificate is not None:
+        CERTIFICATE_EXPIRY.set_function(CertificateExpiry(config.serving_certificate))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -110,6 +128,8 @@ def create_app(config: WebhookConfig) -> FastAPI:
             previous = state.pipeline
             registry.scope = RegistryScope.of(policies)  # only registries the serving policies cover
             state.pipeline = Pipeline(policies, registry, config.verify, caches=caches)
+            POLICY_GENERATION.set(policies.generation)
+            publish_trust_key_expiry(policies)
             log.info("serving policy generation %d with %d TrustPolicies", policies.generation,
                      len(policies.policies))
             if previous is not None:

@@ -262,7 +262,8 @@ def _serve_directory(args: argparse.Namespace, registry_settings: RegistrySettin
             cert, key = Path(args.tls_cert), Path(args.tls_key)
         drain = Drain()
         app = create_app(WebhookConfig(policies, registry_settings, settings,
-                                       max_containers_per_pod=args.max_containers_per_pod, drain=drain))
+                                       max_containers_per_pod=args.max_containers_per_pod, drain=drain,
+                                       serving_certificate=cert))
         return serve(uvicorn.Config(app, **server_options(args.host, args.port, cert, key)), drain,
                      args.shutdown_delay)
     finally:
@@ -291,7 +292,8 @@ def _serve_in_cluster(args: argparse.Namespace, registry_settings: RegistrySetti
     drain = Drain()
     app = create_app(WebhookConfig(None, registry_settings, settings, follow=follow,
                                    namespace_labels=source.namespace_labels,
-                                   max_containers_per_pod=args.max_containers_per_pod, drain=drain))
+                                   max_containers_per_pod=args.max_containers_per_pod, drain=drain,
+                                   serving_certificate=cert))
     server_config = uvicorn.Config(app, **server_options(args.host, args.port, cert, key))
     server_config.load()
     return serve(server_config, drain, args.shutdown_delay)

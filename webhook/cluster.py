@@ -27,6 +27,7 @@ from kubernetes.client.exceptions import ApiException
 
 from webhook.app import InLoop
 from webhook.bundle import BUNDLE_KEY, BUNDLE_SECRET, BundleError, compile_bundle, decode_bundle
+from webhook.metrics import POLICY_LOAD_ERRORS
 from webhook.policy.compile import PolicySet
 from webhook.tls import TLS_FILES
 from webhook.verifiers.base import VerifierPlugin, discover_verifiers
@@ -152,6 +153,7 @@ class BundleLoader:
             policies = compile_bundle(bundle, self.verifiers)
         except BundleError as exc:
             log.error("policy bundle rejected: %s; %s", exc, self._keeping())
+            POLICY_LOAD_ERRORS.inc()
             return
         if self.loaded is not None and bundle.generation <= self.loaded[0]:
             log.warning("policy bundle generation went back from %d to %d (was the bundle recreated?)",

@@ -17,6 +17,7 @@ from typing import Any, Literal, TypeVar
 
 from webhook.artifacts import Collected, ImageTarget, ResolvedImage, SignatureMaterial
 from webhook.cache import ExpiringLRU, SingleFlight
+from webhook.metrics import VERIFICATION_SECONDS, VERIFICATIONS_IN_FLIGHT
 from webhook.policy.compile import AuthorityRules, CompiledPolicy, PolicySet
 from webhook.references import ImageReference, InvalidReferenceError, parse_reference
 from webhook.registry.client import RegistryClient, RegistryError
@@ -346,7 +347,11 @@ class Pipeline:
         cached = caches.verdicts.lookup(key)
         if cached is None:
             async def verify() -> tuple[float, Result]:
-                result = await self._check_authority(rules, target)
+                started = time.perf_counter()
+                with VERIFICATIONS_IN_FLIGHT.track_inprogress():
+                    result = await self._check_authority(rules, target)
+                VERIFICATION_SECONDS.labels(rules.verifier.verifier_type, "passed" if result.passed else "failed"
+                                            ).observe(time.perf_counter() - started)
                 return caches.verdicts.put(key, result, self._verdict_lifetime(result, rules)), result
 
             cached = await caches.verifying.run(key, verify)

@@ -54,3 +54,24 @@ def write_self_signed(hosts: list[str], directory: Path | None = None, days: int
         handle.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                        serialization.NoEncryption()))
     return cert_path, key_path
+
+
+class CertificateExpiry:
+    """The expiry (Unix time) of the first certificate in a PEM file, read again only when the file changes:
+    the serving certificate is rotated in place, and a scrape must see the one being served."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._seen: tuple[int, int] | None = None
+        self._expiry = float("nan")
+
+    def __call__(self) -> float:
+        try:
+            stat = self.path.stat()
+            if (stat.st_mtime_ns, stat.st_size) != self._seen:
+                certificate = x509.load_pem_x509_certificate(self.path.read_bytes())
+                self._seen = (stat.st_mtime_ns, stat.st_size)
+                self._expiry = certificate.not_valid_after_utc.timestamp()
+        except (OSError, ValueError):
+            return float("nan")  # no certificate to speak of: no number rather than a stale one
+        return self._expiry

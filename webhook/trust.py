@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-from webhook.gpgkeys import GpgKeyError, inspect_gpg_key
+from webhook.gpgkeys import GpgKey, GpgKeyError, inspect_gpg_key
 from webhook.policy.models import TrustStore, X509Material
 from webhook.validation import ConfigError
 
@@ -85,6 +86,17 @@ def parse_x509(material: X509Material) -> X509Bundle:
 
 
 KeyMaterial = Any  # GpgKey | PemPublicKey | X509Bundle; verifiers pick the kinds they understand
+
+
+def expires_at(material: KeyMaterial) -> datetime | None:
+    """When key material stops being usable by its own terms: a GPG primary key's expiry, or the earliest
+    end of validity in a certificate bundle (a chain is only as valid as its shortest-lived member)."""
+    if isinstance(material, GpgKey):
+        return material.expires
+    if isinstance(material, X509Bundle):
+        return min((certificate.not_valid_after_utc for certificate in material.certificates), default=None)
+    return None
+
 
 # One parser per key-material field of a TrustStore key entry.
 _KEY_PARSERS: dict[str, Callable[[Any], KeyMaterial]] = {

@@ -375,3 +375,15 @@ def test_chart_readme_explains_every_permission_granted() -> None:
         for rules in _rules(render(*value_set)).values():
             granted |= {(resource, verb) for rule in rules for resource in rule["resources"] for verb in rule["verbs"]}
     assert granted == documented
+
+
+def test_grafana_dashboard_configmap_carries_the_documented_dashboard() -> None:
+    documents = render(*VALUE_SETS["cert-manager"])
+    dashboard = find(documents, "ConfigMap", "trustgate-dashboard")
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert dashboard["metadata"]["labels"]["team"] == "platform"
+    documented = (infra.REPO_ROOT / "docs" / "grafana" / "trustgate.json").read_text()
+    assert dashboard["data"]["trustgate.json"] == documented.rstrip("\n")
+    elsewhere = render("--set", "grafanaDashboard.enabled=true", "--set", "grafanaDashboard.namespace=monitoring")
+    assert find(elsewhere, "ConfigMap", "trustgate-dashboard")["metadata"]["namespace"] == "monitoring"
+    assert not [d for d in render() if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "trustgate-dashboard"]

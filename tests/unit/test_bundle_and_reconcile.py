@@ -27,6 +27,7 @@ from webhook.bundle import (
     decode_bundle,
 )
 from webhook.cluster import TLS_SECRET, BundleLoader
+from webhook.metrics import POLICY_LOAD_ERRORS
 from webhook.pipeline import Pipeline
 from webhook.policy.compile import PolicySet
 from webhook.policy.models import TrustPolicy, TrustStore
@@ -109,8 +110,10 @@ def test_loader_installs_good_bundles_and_keeps_them_over_bad_ones(armored_key: 
     loader.changed({BUNDLE_KEY: _content(armored_key).encode(1)})
     loader.changed({BUNDLE_KEY: _content(armored_key).encode(1)})  # same again: no reinstall
     assert [policies.generation for policies in installed] == [1]
+    refused_before = POLICY_LOAD_ERRORS._value.get()
     loader.changed({BUNDLE_KEY: b"garbage"})
     loader.changed({})
+    assert POLICY_LOAD_ERRORS._value.get() == refused_before + 2
     loader.changed(None)
     bad_store = json.loads(_content(armored_key).encode(2))
     bad_store["trustStores"][0]["spec"]["keys"][0]["gpg"] = "not a key"
@@ -118,6 +121,7 @@ def test_loader_installs_good_bundles_and_keeps_them_over_bad_ones(armored_key: 
         (TrustStore.model_validate(bad_store["trustStores"][0]),), _content(armored_key).trust_policies, ())
     loader.changed({BUNDLE_KEY: bad_content.encode(2)})
     assert [policies.generation for policies in installed] == [1]
+    assert POLICY_LOAD_ERRORS._value.get() == refused_before + 3
     assert loader.loaded is not None and loader.loaded[0] == 1
     loader.changed({BUNDLE_KEY: _content(armored_key, ()).encode(3)})
     assert [policies.generation for policies in installed] == [1, 3]

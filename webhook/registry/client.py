@@ -10,6 +10,7 @@ import asyncio
 import hashlib
 import logging
 import ssl
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -19,6 +20,7 @@ from yarl import URL
 
 from webhook import strictjson
 from webhook.artifacts import ResolvedImage
+from webhook.metrics import REGISTRY_REQUEST_SECONDS, REGISTRY_REQUESTS, registry_label
 from webhook.references import ImageReference, validate_digest
 from webhook.registry.auth import Challenge, Credentials, load_docker_config, parse_challenges
 from webhook.registry.network import (
@@ -211,29 +213,42 @@ class RegistryClient:
                     limit: int) -> tuple[aiohttp.ClientResponse, bytes]:
         """Send a GET, following allowed redirects; the body is read up to `limit` bytes, whatever is declared."""
         session = self._session()
+        label = registry_label(registry)
         try:
             for _ in range(self.settings.max_redirects + 1):
-                # aiohttp follows no redirect: `_redirect` checks each target and drops credentials.
-                async with session.get(url, headers=headers, allow_redirects=False) as response:
-                    if response.status in REDIRECT_STATUSES:
-                        url, headers = self._redirect(url, headers, response, registry)
-                        continue
-                    declared = response.headers.get("Content-Length")
-                    if declared is not None and declared.isdigit() and int(declared) > limit:
-                        raise RegistryError(f"{registry} answered {declared} bytes for {url.path}, "
-                                            f"more than the {limit}-byte limit")
-                    body = bytearray()
-                    async for chunk in response.content.iter_any():
-                        body.extend(chunk)
-                        if len(body) > limit:
-                            raise RegistryError(f"{registry} sent more than the {limit}-byte limit for {url.path}")
-                    return response, bytes(body)
+                started = time.perf_counter()
+                status = "error"
+                try:
+                    # aiohttp follows no redirect: `_redirect` checks each target and drops credentials.
+                    async with session.get(url, headers=headers, allow_redirects=False) as response:
+                        status = str(response.status)
+                        if response.status in REDIRECT_STATUSES:
+                            url, headers = self._redirect(url, headers, response, registry)
+                            continue
+                        return response, await self._body(response, url, registry, limit)
+                finally:
+                    REGISTRY_REQUESTS.labels(label, status).inc()
+                    REGISTRY_REQUEST_SECONDS.labels(label).observe(time.perf_counter() - started)
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise RegistryError(_describe(exc, registry)) from None
         except ForbiddenAddressError as exc:
             raise RegistryError(str(exc)) from None
         raise RegistryError(f"{registry} redirected more than {self.settings.max_redirects} times "
                             f"(last to {url.host}); refused")
+
+    @staticmethod
+    async def _body(response: aiohttp.ClientResponse, url: URL, registry: str, limit: int) -> bytes:
+        """The whole body, refused as soon as it is declared or read to be over `limit` bytes."""
+        declared = response.headers.get("Content-Length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise RegistryError(f"{registry} answered {declared} bytes for {url.path}, "
+                                f"more than the {limit}-byte limit")
+        body = bytearray()
+        async for chunk in response.content.iter_any():
+            body.extend(chunk)
+            if len(body) > limit:
+                raise RegistryError(f"{registry} sent more than the {limit}-byte limit for {url.path}")
+        return bytes(body)
 
     def _check_scope(self, registry: str) -> None:
         if self.scope is not None and not self.scope(registry):
