@@ -135,11 +135,11 @@ def _repo_digest_or_exact(intended: ImageReference, signed: ImageReference) -> b
     return False
 
 
-def _remap(rule: SignedIdentity, intended: ImageReference) -> ImageReference:
-    assert rule.prefix is not None and rule.signedPrefix is not None
-    if not _prefix_covers(intended.repository, rule.prefix):
+def _remap(prefix: str | None, signed_prefix: str | None, intended: ImageReference) -> ImageReference:
+    assert prefix is not None and signed_prefix is not None
+    if not _prefix_covers(intended.repository, prefix):
         return intended
-    return parse_reference(rule.signedPrefix + str(intended)[len(rule.prefix) :])
+    return parse_reference(signed_prefix + str(intended)[len(prefix) :])
 
 
 _RULES: dict[str, Callable[[SignedIdentity, ImageReference, ImageReference], bool]] = {
@@ -150,7 +150,8 @@ _RULES: dict[str, Callable[[SignedIdentity, ImageReference, ImageReference], boo
     "exactRepository": lambda rule, intended, signed: (
         signed.repository == parse_reference(rule.dockerRepository or "").repository
     ),
-    "remapIdentity": lambda rule, intended, signed: _repo_digest_or_exact(_remap(rule, intended), signed),
+    "remapIdentity": lambda rule, intended, signed: _repo_digest_or_exact(
+        _remap(rule.prefix, rule.signedPrefix, intended), signed),
 }
 
 
@@ -158,6 +159,8 @@ def identity_matches(rule: SignedIdentity, intended: ImageReference, signed_refe
     """Does a signature naming `signed_reference` vouch for the image admitted as `intended`?"""
     try:
         signed = parse_reference(signed_reference)
+        if rule.remap is not None:
+            intended = _remap(rule.remap.prefix, rule.remap.signedPrefix, intended)
         return _RULES[rule.type](rule, intended, signed)
     except InvalidReferenceError:
         return False
@@ -170,4 +173,6 @@ def describe_rule(rule: SignedIdentity) -> str:
         return f"exactRepository {rule.dockerRepository}"
     if rule.type == "remapIdentity":
         return f"remapIdentity {rule.prefix} -> {rule.signedPrefix}"
+    if rule.remap is not None:
+        return f"{rule.type} after remap {rule.remap.prefix} -> {rule.remap.signedPrefix}"
     return rule.type

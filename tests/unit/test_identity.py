@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from webhook.policy.models import SignedIdentity
+from webhook.policy.models import NotationAuthority, SignedIdentity
 from webhook.references import InvalidReferenceError, parse_reference
 from webhook.simple_signing import identity_matches
 
@@ -95,3 +95,69 @@ def test_exact_rules() -> None:
 def test_invalid_rules_are_refused(rule: dict[str, str]) -> None:
     with pytest.raises(ValidationError):
         SignedIdentity.model_validate(rule)
+
+
+MIRROR, ORIGIN = "mirror.example.com/copies", "origin.example.com/team"
+DIGEST = "sha256:" + "a" * 64
+
+# (rule type, admitted image, signed docker-reference, accepted?) for rules with `remap: {MIRROR -> ORIGIN}`.
+# GPG (skopeo) signs `repository:tag`; cosign signs the bare repository.
+REMAP_TABLE = [
+    # matchRepository: any tag or digest of the remapped repository; what cosign signatures need.
+    ("matchRepository", f"{MIRROR}/app:v1", f"{ORIGIN}/app", True),
+    ("matchRepository", f"{MIRROR}/app@{DIGEST}", f"{ORIGIN}/app", True),
+    ("matchRepository", f"{MIRROR}/app:v1", f"{ORIGIN}/app:v9", True),
+    ("matchRepository", f"{MIRROR}/app:v1", f"{ORIGIN}/other", False),
+    ("matchRepository", f"{MIRROR}/app:v1", f"{MIRROR}/app", False),  # the copy's own name is not the origin's
+    ("matchRepository", f"{MIRROR}-evil/app:v1", f"{MIRROR}-evil/app", True),  # outside the prefix: unchanged
+    ("matchRepository", f"{MIRROR}-evil/app:v1", f"{ORIGIN}/app", False),
+    # matchRepoDigestOrExact (what remapIdentity applies): a tag needs the same tag signed.
+    ("matchRepoDigestOrExact", f"{MIRROR}/app:v1", f"{ORIGIN}/app:v1", True),
+    ("matchRepoDigestOrExact", f"{MIRROR}/app:v1", f"{ORIGIN}/app:v2", False),
+    ("matchRepoDigestOrExact", f"{MIRROR}/app:v1", f"{ORIGIN}/app", False),
+    ("matchRepoDigestOrExact", f"{MIRROR}/app@{DIGEST}", f"{ORIGIN}/app:v1", True),
+    ("matchRepoDigestOrExact", f"{MIRROR}/app@{DIGEST}", f"{ORIGIN}/app", False),
+    # matchExact: the whole remapped reference.
+    ("matchExact", f"{MIRROR}/app:v1", f"{ORIGIN}/app:v1", True),
+    ("matchExact", f"{MIRROR}/app@{DIGEST}", f"{ORIGIN}/app:v1", False),
+    ("matchExact", f"{MIRROR}/app:v1", f"{ORIGIN}/app", False),
+]
+
+
+@pytest.mark.parametrize(("rule_type", "image", "signed", "accepted"), REMAP_TABLE,
+                         ids=[f"{row[0]}:{row[1]}~{row[2]}" for row in REMAP_TABLE])
+def test_remap_before_each_rule(rule_type: str, image: str, signed: str, accepted: bool) -> None:
+    rule = SignedIdentity.model_validate({"type": rule_type, "remap": {"prefix": MIRROR, "signedPrefix": ORIGIN}})
+    assert identity_matches(rule, parse_reference(image), signed) is accepted
+
+
+def test_remap_identity_keeps_its_containers_image_meaning() -> None:
+    """remapIdentity is matchRepoDigestOrExact after the remap, as in containers-policy.json: a repository-only
+    signed name (cosign's) does not vouch for a tag; `matchRepository` with `remap` is the rule for that."""
+    rule = SignedIdentity(type="remapIdentity", prefix=MIRROR, signedPrefix=ORIGIN)
+    assert identity_matches(rule, parse_reference(f"{MIRROR}/app:v1"), f"{ORIGIN}/app:v1")
+    assert not identity_matches(rule, parse_reference(f"{MIRROR}/app:v1"), f"{ORIGIN}/app")
+
+
+@pytest.mark.parametrize(("rule", "message"), [
+    ({"type": "matchRepository", "remap": {"prefix": MIRROR, "signedPrefix": MIRROR}}, "onto itself"),
+    ({"type": "matchRepository", "remap": {"prefix": "copies", "signedPrefix": ORIGIN}}, "remap.prefix"),
+    ({"type": "matchRepository", "remap": {"prefix": MIRROR, "signedPrefix": "team/app:v1"}}, "remap.signedPrefix"),
+    ({"type": "matchRepository", "remap": {"prefix": MIRROR}}, "signedPrefix"),
+    ({"type": "exactRepository", "dockerRepository": f"{ORIGIN}/app",
+      "remap": {"prefix": MIRROR, "signedPrefix": ORIGIN}}, "not allowed with type exactRepository"),
+    ({"type": "exactReference", "dockerReference": f"{ORIGIN}/app:v1",
+      "remap": {"prefix": MIRROR, "signedPrefix": ORIGIN}}, "not allowed with type exactReference"),
+    ({"type": "remapIdentity", "prefix": MIRROR, "signedPrefix": ORIGIN,
+      "remap": {"prefix": MIRROR, "signedPrefix": ORIGIN}}, "not allowed with type remapIdentity"),
+])
+def test_remaps_that_cannot_mean_anything_are_refused(rule: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        SignedIdentity.model_validate(rule)
+
+
+def test_notation_authorities_take_no_identity_rule() -> None:
+    """Notation signs a digest and names no repository: a copy verifies as it is, and no rule can be given."""
+    with pytest.raises(ValidationError, match="signedIdentity"):
+        NotationAuthority.model_validate({"trustStore": "s", "trustedIdentities": ["*"],
+                                          "signedIdentity": {"type": "matchRepository"}})

@@ -229,6 +229,33 @@ _RULE_FIELDS: dict[str, set[str]] = {
 }
 
 
+def _check_repository_prefix(name: str, value: str) -> None:
+    if not is_repository_prefix(value):
+        raise ValueError(
+            f"{name} {value!r} must be a fully expanded host[:port] or host[:port]/path, e.g. docker.io/library"
+        )
+
+
+class IdentityRemap(Strict):
+    """Judge the admitted image as if it were named under `signedPrefix` instead of `prefix` (a copy or mirror of
+    images signed under their origin's name), then apply the rule's own comparison."""
+
+    prefix: str = Field(description="Prefix of the admitted reference (where the copies are).")
+    signedPrefix: str = Field(description="The prefix the images were signed under (their origin).")
+
+    @model_validator(mode="after")
+    def _prefixes(self) -> IdentityRemap:
+        _check_repository_prefix("remap.prefix", self.prefix)
+        _check_repository_prefix("remap.signedPrefix", self.signedPrefix)
+        if self.prefix == self.signedPrefix:
+            raise ValueError(f"remap maps {self.prefix!r} onto itself; leave remap out instead")
+        return self
+
+
+# Rules that compare the signed name with the admitted image's name, so that a remap of that name means something.
+_REMAPPABLE_RULES = ("matchRepoDigestOrExact", "matchExact", "matchRepository")
+
+
 class SignedIdentity(Strict):
     """Which signed docker-reference vouches for the admitted image (containers-policy.json rules)."""
 
@@ -237,9 +264,16 @@ class SignedIdentity(Strict):
     dockerRepository: str | None = Field(default=None, description="exactRepository: the signed repository.")
     prefix: str | None = Field(default=None, description="remapIdentity: prefix of the admitted reference.")
     signedPrefix: str | None = Field(default=None, description="remapIdentity: the prefix it was signed under.")
+    remap: IdentityRemap | None = Field(
+        default=None,
+        description="matchRepoDigestOrExact, matchExact, matchRepository: replace remap.prefix by "
+                    "remap.signedPrefix in the admitted reference before comparing (copies and mirrors).",
+    )
 
     @model_validator(mode="after")
     def _fields_for_type(self) -> SignedIdentity:
+        if self.remap is not None and self.type not in _REMAPPABLE_RULES:
+            raise ValueError(f"remap is not allowed with type {self.type}; only with {', '.join(_REMAPPABLE_RULES)}")
         wanted = _RULE_FIELDS[self.type]
         given = {name for name in ("dockerReference", "dockerRepository", "prefix", "signedPrefix")
                  if getattr(self, name) is not None}
@@ -257,11 +291,8 @@ class SignedIdentity(Strict):
                 raise ValueError(f"dockerRepository {self.dockerRepository!r} must not have a tag or digest")
         for name in ("prefix", "signedPrefix"):
             value = getattr(self, name)
-            if value is not None and not is_repository_prefix(value):
-                raise ValueError(
-                    f"{name} {value!r} must be a fully expanded host[:port] or host[:port]/path, "
-                    "e.g. docker.io/library"
-                )
+            if value is not None:
+                _check_repository_prefix(name, value)
         return self
 
 
