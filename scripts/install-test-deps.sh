@@ -3,7 +3,7 @@
 # Idempotent: anything already present is left alone.
 #   - Debian packages: docker-registry (CNCF distribution), apache2-utils (htpasswd), skopeo, gnupg, openssl,
 #     faketime (runs a verification at a later time, to see expired signatures refused).
-#   - cosign and notation: Go binaries that Debian ships only in newer suites. They are downloaded with a
+#   - cosign, notation and oras: Go binaries that Debian ships only in newer suites. They are downloaded with a
 #     private apt state (the system's sources and package database stay untouched), checked by apt against
 #     Debian's archive keyring, and unpacked into .tools/ of this checkout.
 set -euo pipefail
@@ -15,7 +15,7 @@ install_missing docker-registry=docker-registry htpasswd=apache2-utils skopeo=sk
     faketime=faketime
 
 # name:suite:binary for the Go tools taken from newer Debian suites.
-NEWER_SUITE_TOOLS="cosign:trixie:cosign notation:forky:notation"
+NEWER_SUITE_TOOLS="cosign:trixie:cosign notation:forky:notation oras:trixie:oras"
 
 need_newer=()
 for entry in $NEWER_SUITE_TOOLS; do

@@ -22,6 +22,7 @@ from webhook.policy.compile import PolicySet, compile_policy_set
 from webhook.policy.scope import RegistryScope
 from webhook.registry.auth import CredentialsError, load_docker_config
 from webhook.registry.client import RegistryClient, RegistrySettings
+from webhook.registry.mirrors import MirrorConfigError, RegistryMirrors
 from webhook.registry.network import parse_cidr
 from webhook.tls import MODERN_CIPHERS
 
@@ -55,6 +56,15 @@ def _registry_flags(parser: argparse.ArgumentParser, policies: argparse._Actions
     parser.add_argument("--registry-delegate", action="append", default=[], metavar="REGISTRY=HOST",
                         help="HOST serves REGISTRY's blobs (redirects, followed without credentials) or tokens "
                              "(repeatable)")
+    parser.add_argument("--registry-mirror", action="append", default=[], metavar="UPSTREAM=MIRROR",
+                        help="the nodes pull images under UPSTREAM (a registry host, or host/path prefix) from "
+                             "MIRROR (host or host/path): read them there, never from UPSTREAM (repeatable; "
+                             "mirrors of one upstream are tried in the order given)")
+    parser.add_argument("--registry-mirror-fallback", action="append", default=[], metavar="UPSTREAM",
+                        help="after all mirrors of UPSTREAM failed, try UPSTREAM itself (repeatable; off by default)")
+    parser.add_argument("--registry-mirror-lookaside", action="append", default=[], metavar="MIRROR=URL",
+                        help="GPG signatures of images read from MIRROR are on this lookaside server, under the "
+                             "mirror's repository path (repeatable)")
     parser.add_argument("--max-index-children", type=int, default=RegistrySettings.max_index_children,
                         metavar="N", help="entries an image index may list (default: %(default)s)")
     parser.add_argument("--max-signatures-per-source", type=int, metavar="N",
@@ -153,6 +163,12 @@ def _settings(args: argparse.Namespace) -> tuple[RegistrySettings, VerifySetting
     delegates = [delegate.partition("=") for delegate in args.registry_delegate]
     if any(not registry or not sep or not host or "/" in host for registry, sep, host in delegates):
         raise UsageError("--registry-delegate expects REGISTRY=HOST[:PORT]")
+    try:
+        mirrors = RegistryMirrors.build(args.registry_mirror, args.registry_mirror_fallback,
+                                        args.registry_mirror_lookaside)
+    except MirrorConfigError as exc:
+        flags = {"fallback": "--registry-mirror-fallback", "lookasides": "--registry-mirror-lookaside"}
+        raise UsageError(f"{flags.get(exc.setting, '--registry-mirror')} {exc}") from None
     for flag, value in (("--max-index-children", args.max_index_children),
                         ("--max-signatures-per-source", args.max_signatures_per_source),
                         ("--max-signatures-per-image", args.max_signatures_per_image),
@@ -170,6 +186,7 @@ def _settings(args: argparse.Namespace) -> tuple[RegistrySettings, VerifySetting
         max_signatures_per_source=args.max_signatures_per_source,
         allowed_cidrs=cidrs,
         delegates=frozenset((registry, host) for registry, _, host in delegates),
+        mirrors=mirrors,
     )
     return registry, VerifySettings(no_match=args.no_match, deadline_seconds=args.deadline,
                                     tag_cache_seconds=args.tag_cache_seconds,

@@ -23,6 +23,7 @@ from webhook.artifacts import ResolvedImage
 from webhook.metrics import REGISTRY_REQUEST_SECONDS, REGISTRY_REQUESTS, registry_label
 from webhook.references import ImageReference, validate_digest
 from webhook.registry.auth import Challenge, Credentials, load_docker_config, parse_challenges
+from webhook.registry.mirrors import Endpoint, MirrorConfigError, RegistryMirrors
 from webhook.registry.network import (
     AddressPolicy,
     ForbiddenAddressError,
@@ -75,6 +76,8 @@ class RegistrySettings:
     # (registry, host): `host` may serve `registry`'s blobs (redirects, sent without the registry's
     # credentials) or tokens (its token realm). A registry's own hostname is always allowed.
     delegates: frozenset[tuple[str, str]] = frozenset()
+    # Where the nodes pull images named by an upstream reference from (--registry-mirror).
+    mirrors: RegistryMirrors = field(default_factory=RegistryMirrors)
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,7 +258,7 @@ class RegistryClient:
             raise OutOfScopeError(f"no TrustPolicy covers registry {registry}; it is never contacted")
 
     async def _ping(self, registry: str) -> _RegistryState:
-        self._check_scope(registry)
+        """The registry's /v2/ answer, asked once; its scope (or the upstream's, for a mirror) is checked first."""
         state = self._state.setdefault(registry, _RegistryState())
         async with state.ping_lock:
             if state.challenges is None:
@@ -319,9 +322,54 @@ class RegistryClient:
             raise RegistryError(f"token service of {registry} returned no token")
         return token
 
+    def endpoints(self, reference: ImageReference) -> tuple[Endpoint, ...]:
+        """Where `reference` is fetched from, in order: its mirrors, else its own registry. The upstream's
+        scope is what is checked: a mirror stands in for it, and is contacted only through a mirror rule."""
+        self._check_scope(reference.domain)
+        try:
+            return self.settings.mirrors.endpoints(reference)
+        except MirrorConfigError as exc:
+            raise RegistryError(str(exc)) from None
+
+    def describe(self, reference: ImageReference) -> str:
+        """The registries that serve `reference`, for messages: `docker.io`, or its mirrors naming it."""
+        return " or ".join(endpoint.describe() for endpoint in self.endpoints(reference))
+
     async def _get(self, reference: ImageReference, path: str, *, accept: str | None = None,
-                   limit: int) -> tuple[aiohttp.ClientResponse, bytes]:
-        """GET an API path of the reference's registry, authenticating as the registry asks."""
+                   limit: int) -> tuple[aiohttp.ClientResponse, bytes, str]:
+        """GET an API path of the reference's repository (`path` names it as `/<api>/<reference.path>/...`) from
+        its registry or, in order, its mirrors: a mirror that fails or has no such thing hands over to the next
+        one, as containerd does. The answer comes with the registry that gave it, for messages.
+
+        Returns the first success; else a failure other than 404 from the first mirror with one; else 404."""
+        endpoints = self.endpoints(reference)
+        failure: RegistryError | tuple[aiohttp.ClientResponse, bytes, str] | None = None
+        not_found: tuple[aiohttp.ClientResponse, bytes, str] | None = None
+        for endpoint in endpoints:
+            where = endpoint.describe()
+            try:
+                response, body = await self._get_from(endpoint.reference, _repath(path, reference, endpoint.reference),
+                                                      accept=accept, limit=limit)
+            except RegistryError as exc:
+                if len(endpoints) == 1:
+                    raise
+                failure = failure or RegistryError(f"{exc} [{where}]")
+                continue
+            if response.status < 400:
+                return response, body, where
+            if response.status == 404:
+                not_found = not_found or (response, body, where)
+            else:
+                failure = failure or (response, body, where)
+        if isinstance(failure, RegistryError):
+            raise failure
+        answer = failure or not_found
+        assert answer is not None  # at least one endpoint, and each one answered or failed
+        return answer
+
+    async def _get_from(self, reference: ImageReference, path: str, *, accept: str | None,
+                        limit: int) -> tuple[aiohttp.ClientResponse, bytes]:
+        """GET an API path of one registry, authenticating as it asks."""
         registry = reference.domain
         state = await self._ping(registry)
         headers = {"Accept": accept} if accept else {}
@@ -356,18 +404,18 @@ class RegistryClient:
     async def get_manifest(self, reference: ImageReference, tag_or_digest: str) -> Manifest | None:
         """Fetch a manifest by tag or digest; None if the registry says it does not exist."""
         what = f"manifest {reference.repository}{'@' if ':' in tag_or_digest else ':'}{tag_or_digest}"
-        response, body = await self._get(
+        response, body, where = await self._get(
             reference, f"/v2/{reference.path}/manifests/{tag_or_digest}",
             accept=", ".join(MANIFEST_MEDIA_TYPES), limit=self.settings.max_manifest_bytes,
         )
         if response.status == 404:
             return None
         if response.status != 200:
-            raise self._fail(response, reference.domain, what)
+            raise self._fail(response, where, what)
         if ":" in tag_or_digest:
             algorithm, _, expected = validate_digest(tag_or_digest).partition(":")
             if hashlib.new(algorithm, body).hexdigest() != expected:
-                raise RegistryError(f"{reference.domain} served a {what} whose bytes do not hash to that digest")
+                raise RegistryError(f"{where} served a {what} whose bytes do not hash to that digest")
             digest = tag_or_digest
         else:
             digest = f"sha256:{hashlib.sha256(body).hexdigest()}"
@@ -388,30 +436,36 @@ class RegistryClient:
             raise RegistryError(f"{reference} has neither tag nor digest")
         manifest = await self.get_manifest(reference, target)
         if manifest is None:
-            raise RegistryError(f"image {reference} not found on {reference.domain}")
+            raise RegistryError(f"image {reference} not found on {self.describe(reference)}")
         return ResolvedImage(reference, manifest.digest, manifest.data, manifest.media_type)
 
     async def get_blob(self, reference: ImageReference, digest: str, limit: int | None = None) -> bytes:
         validate_digest(digest)
-        response, body = await self._get(reference, f"/v2/{reference.path}/blobs/{digest}",
-                                         limit=limit or self.settings.max_blob_bytes)
+        response, body, where = await self._get(reference, f"/v2/{reference.path}/blobs/{digest}",
+                                                limit=limit or self.settings.max_blob_bytes)
         if response.status != 200:
-            raise self._fail(response, reference.domain, f"blob {digest} of {reference.repository}")
+            raise self._fail(response, where, f"blob {digest} of {reference.repository}")
         algorithm, _, expected = digest.partition(":")
         if hashlib.new(algorithm, body).hexdigest() != expected:
-            raise RegistryError(f"{reference.domain} served blob {digest} with bytes that do not match it")
+            raise RegistryError(f"{where} served blob {digest} with bytes that do not match it")
         return body
 
-    async def supports_signature_extension(self, registry: str) -> bool:
-        return (await self._ping(registry)).supports_signatures
+    async def supports_signature_extension(self, reference: ImageReference) -> bool:
+        """Does a registry serving `reference` (itself, or one of its mirrors) offer the signature API?"""
+        for endpoint in self.endpoints(reference):
+            if (await self._ping(endpoint.reference.domain)).supports_signatures:
+                return True
+        return False
 
     async def get_api(self, reference: ImageReference, path: str, limit: int) -> bytes | None:
-        """GET another path of the registry's API (e.g. the signature extension); None on 404."""
-        response, body = await self._get(reference, path, limit=limit)
+        """GET another path of the repository's API (e.g. the signature extension); None on 404.
+
+        `path` names the repository as `/<api prefix>/<reference.path>/...`, so it can be read from a mirror."""
+        response, body, where = await self._get(reference, path, limit=limit)
         if response.status == 404:
             return None
         if response.status != 200:
-            raise self._fail(response, reference.domain, path)
+            raise self._fail(response, where, path)
         return body
 
     async def fetch_url(self, url: str, limit: int) -> bytes | None:
@@ -424,6 +478,16 @@ class RegistryClient:
         if response.status != 200:
             raise self._fail(response, host, url)
         return body
+
+
+def _repath(path: str, reference: ImageReference, endpoint: ImageReference) -> str:
+    """`path` with the repository of `reference` replaced by that of `endpoint` (a mirror of it)."""
+    if endpoint == reference:
+        return path
+    for api in ("/v2/", "/extensions/v2/"):
+        if path.startswith(f"{api}{reference.path}/"):
+            return f"{api}{endpoint.path}/{path[len(api) + len(reference.path) + 1:]}"
+    raise RegistryError(f"{path} does not name repository {reference.path}; it cannot be read from a mirror")
 
 
 def _manifest_type(body: bytes, content_type: str, what: str) -> tuple[str, Mapping[str, object]]:

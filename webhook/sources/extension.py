@@ -54,7 +54,7 @@ class ExtensionSignatures(SignatureSource):
     async def collect(self, image: ImageTarget, registry: RegistryClient) -> Collected:
         reference = image.reference
         try:
-            if not await registry.supports_signature_extension(reference.domain):
+            if not await registry.supports_signature_extension(reference):
                 return Collected(f"registry signature API (not offered by {reference.domain})")
             body = await registry.get_api(
                 reference, f"/extensions/v2/{reference.path}/signatures/{image.digest}",

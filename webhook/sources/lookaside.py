@@ -25,7 +25,26 @@ class LookasideSignatures(SignatureSource):
         self.limit = limit
 
     async def collect(self, image: ImageTarget, registry: RegistryClient) -> Collected:
-        directory = lookaside_url(self.base_url, image)
+        """Signatures from the lookaside of the mirrors the image is pulled from, in their order, under the
+        mirror's repository path (where a copy to the mirror writes them, as containers/image does); from the
+        configured lookaside when no mirror of the image has one."""
+        try:
+            endpoints = registry.endpoints(image.reference)
+        except RegistryError as exc:
+            return Collected("lookaside", problems=(("lookaside", str(exc)),))
+        locations = [(endpoint.lookaside, ImageTarget(endpoint.reference, image.digest)) for endpoint in endpoints
+                     if endpoint.lookaside is not None] or [(self.base_url, image)]
+        searched: list[str] = []
+        problems: list[tuple[str, str]] = []
+        for base, target in locations:
+            found = await self._collect_from(lookaside_url(base, target), registry)
+            if found.materials:
+                return found
+            searched.append(found.searched)
+            problems.extend(found.problems)
+        return Collected("; ".join(searched), (), tuple(problems))
+
+    async def _collect_from(self, directory: str, registry: RegistryClient) -> Collected:
         materials: list[SignatureMaterial] = []
         problems: list[tuple[str, str]] = []
         limit = registry.settings.max_signatures_per_source or self.limit
