@@ -22,6 +22,7 @@ import yaml
 from tests.e2e import infra
 from webhook.admission import POD_SPEC_PATHS
 from webhook.cli import build_parser
+from webhook.registry.mirrors import RegistryMirrors
 
 CHART = infra.REPO_ROOT / "charts" / "trustgate"
 VALUES = Path(__file__).parent
@@ -165,12 +166,17 @@ def configuration_name(rendered: list[dict[str, Any]]) -> str:
 def test_values_reach_the_flags_they_name() -> None:
     documents = render("-f", str(VALUES / "values-airgap.yaml"), "--set", "webhook.noMatch=warn",
                        "--set", "webhook.limits.maxSignaturesPerSource=5", "--set-json", "webhook.deadlineSeconds=7.5",
-                       "--set", "webhook.registry.insecure={plain.internal:5000}")
+                       "--set", "webhook.registry.insecure={plain.internal:5000}",
+                       "--set", "webhook.registry.mirrorLookasides={registry.internal:5000/dockerhub=https://sigs}")
     args = build_parser().parse_args(container_args(documents, "trustgate-webhook"))
     assert args.no_match == "warn" and args.deadline == 7.5 and args.max_signatures_per_source == 5
     assert args.allow_registry_cidr == ["10.20.0.0/16"]
     assert args.registry_delegate == ["registry.internal:5000=auth.internal"]
     assert args.insecure_registry == ["plain.internal:5000"]
+    assert args.registry_mirror == ["docker.io=registry.internal:5000/dockerhub"]
+    assert args.registry_mirror_lookaside == ["registry.internal:5000/dockerhub=https://sigs"]
+    assert args.registry_mirror_fallback == []  # air-gapped: the upstream is never tried
+    RegistryMirrors.build(args.registry_mirror, args.registry_mirror_fallback, args.registry_mirror_lookaside)
     spec = find(documents, "Deployment", "trustgate-webhook")["spec"]["template"]["spec"]
     mounts = {m["mountPath"]: m["name"] for m in spec["containers"][0]["volumeMounts"]}
     volumes = {v["name"]: v for v in spec["volumes"]}
