@@ -7,8 +7,8 @@ The convention, which every guide states at its top:
   blocks before it (and nothing else of their shell state).
 - A fenced block opened with ```` ```text {expect} ```` (or ```` ```text {expect exit=N} ````) is the output of
   the executable block just before it: each of its non-empty lines must match an output line (stdout and
-  stderr together), in order, where `...` stands for any text and `$REGISTRY` for its value. The block must
-  exit with N (0 when not given).
+  stderr together), in order, where `...` stands for any text and `$NAME` for the value of an exported
+  variable (`$REGISTRY`, or one a block exported). The block must exit with N (0 when not given).
 - Every guide must have executable blocks, and expectations showing an image ADMITTED and one DENIED.
 
 What the test supplies, and nothing else is rewritten:
@@ -38,8 +38,10 @@ import pytest
 
 from tests.e2e import infra
 
-GUIDES_DIR = infra.REPO_ROOT / "docs" / "guides"
-GUIDES = sorted(GUIDES_DIR.glob("*.md"))
+DOCS = infra.REPO_ROOT / "docs"
+GUIDES = sorted((DOCS / "guides").glob("*.md"))
+# Pages run the same way as the guides.
+EXECUTED = [*GUIDES, DOCS / "cookbook.md"]
 COSIGN_PASSWORD = "guide-password"
 _FENCE = re.compile(r"^```(?P<language>\S*)[ \t]*(?:\{(?P<attributes>[^}]*)\})?[ \t]*\n(?P<body>.*?)^```[ \t]*$",
                     re.MULTILINE | re.DOTALL)
@@ -178,13 +180,21 @@ def _environment(work: Path, world: GuideWorld, guide: str) -> dict[str, str]:
 
 
 def _run(step: Step, work: Path, environment: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    exported = shlex.quote(str(work / ".exported"))
-    script = f"set -euo pipefail\n. {exported}\n{step.script}\nexport -p > {exported}\n"
+    exported, environment_file = (shlex.quote(str(work / name)) for name in (".exported", ".environment"))
+    # The environment is recorded before the block too, for expectations of a block that exits early.
+    script = (f"set -euo pipefail\n. {exported}\nenv -0 > {environment_file}\n{step.script}\n"
+              f"export -p > {exported}\nenv -0 > {environment_file}\n")
     return subprocess.run(["bash", "-c", script], cwd=work, env=environment, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True, timeout=300, check=False)
 
 
-@pytest.mark.parametrize("guide", GUIDES, ids=[guide.stem for guide in GUIDES])
+def _exported(work: Path) -> dict[str, str]:
+    """The environment at the end of the last block that finished."""
+    entries = (work / ".environment").read_bytes().decode().split("\0")
+    return dict(entry.partition("=")[::2] for entry in entries if entry)
+
+
+@pytest.mark.parametrize("guide", EXECUTED, ids=[guide.stem for guide in EXECUTED])
 def test_guide_runs_as_written(guide: Path, world: GuideWorld, tmp_path: Path) -> None:
     steps = parse_guide(guide.read_text())
     work = tmp_path / "work"
@@ -199,7 +209,7 @@ def test_guide_runs_as_written(guide: Path, world: GuideWorld, tmp_path: Path) -
             assert completed.returncode == expectation.exit_status, (
                 f"{where}: exit status {completed.returncode}, expected {expectation.exit_status}:\n"
                 f"{step.script}\n--- output ---\n{completed.stdout}")
-            missing = unmatched(expectation.lines, completed.stdout, environment)
+            missing = unmatched(expectation.lines, completed.stdout, _exported(work))
             assert missing is None, f"{where}: expected {missing!r} in the output:\n{completed.stdout}"
     finally:
         subprocess.run([infra.tool("gpgconf"), "--homedir", environment["GNUPGHOME"], "--kill", "all"],
