@@ -189,7 +189,7 @@ def _run(step: Step, work: Path, environment: dict[str, str]) -> subprocess.Comp
 
 
 def _exported(work: Path) -> dict[str, str]:
-    """The environment at the end of the last block that finished."""
+    """The environment the last block ended with (or began with, when it stopped early)."""
     entries = (work / ".environment").read_bytes().decode().split("\0")
     return dict(entry.partition("=")[::2] for entry in entries if entry)
 
