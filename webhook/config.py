@@ -2,7 +2,8 @@
 
 Every fault is reported as `FILE: Kind NAME: spec.path.to.field: what is wrong`. Documents of other API
 groups (a Namespace, a Secret) are skipped with a log line; a document that claims the trustgate.dev group
-but is not a valid TrustStore or TrustPolicy is an error.
+but is not a valid TrustStore or TrustPolicy is an error. A `kind: List` document, what `kubectl get -o yaml`
+prints for several objects, is read item by item.
 """
 
 from __future__ import annotations
@@ -68,16 +69,27 @@ def config_files(directory: Path) -> list[Path]:
     return sorted(path for path in directory.rglob("*") if path.is_file() and path.suffix in CONFIG_SUFFIXES)
 
 
-def _documents(path: Path) -> list[tuple[int, Any]]:
+def _documents(path: Path) -> list[tuple[str, Any]]:
+    """Each document of the file with its place (`document 2`, or `document 1 item 3` inside a List)."""
     try:
         text = path.read_text(encoding="utf-8")
-        return list(enumerate(yaml.load_all(text, Loader=_UniqueKeyLoader), start=1))
+        documents = list(yaml.load_all(text, Loader=_UniqueKeyLoader))
     except UnicodeDecodeError:
         raise ConfigFileError(f"{path}: not UTF-8 text") from None
     except OSError as exc:
         raise ConfigFileError(f"{path}: {exc.strerror}") from None
     except yaml.YAMLError as exc:
         raise ConfigFileError(f"{path}: not valid YAML: {exc}") from None
+    found: list[tuple[str, Any]] = []
+    for number, document in enumerate(documents, start=1):
+        if isinstance(document, dict) and document.get("apiVersion") == "v1" and document.get("kind") == "List":
+            items = document.get("items")
+            if not isinstance(items, list):
+                raise ConfigFileError(f"{path}: document {number}: a List whose items is not a list")
+            found.extend((f"document {number} item {index}", item) for index, item in enumerate(items, start=1))
+        else:
+            found.append((f"document {number}", document))
+    return found
 
 
 def _parse(origin: Origin, model: type[TrustStore] | type[TrustPolicy], document: dict[str, Any]) -> Any:
@@ -92,20 +104,20 @@ def load_resources(directory: Path) -> LoadedResources:
     stores: dict[str, tuple[Origin, TrustStore]] = {}
     policies: dict[str, tuple[Origin, TrustPolicy]] = {}
     for path in config_files(directory):
-        for number, document in _documents(path):
+        for place, document in _documents(path):
             if document is None:
                 continue
             if not isinstance(document, dict):
-                raise ConfigFileError(f"{path}: document {number}: not a mapping")
+                raise ConfigFileError(f"{path}: {place}: not a mapping")
             api_version = str(document.get("apiVersion", ""))
             kind = str(document.get("kind", ""))
             if api_version.split("/", 1)[0] != GROUP:
-                log.info("%s: document %d: skipping %s %s (not a trustgate resource)", path, number,
+                log.info("%s: %s: skipping %s %s (not a trustgate resource)", path, place,
                          api_version or "(no apiVersion)", kind or "(no kind)")
                 continue
             metadata = document.get("metadata")
             name = metadata.get("name") if isinstance(metadata, dict) else None
-            origin = Origin(str(path), kind or "(no kind)", str(name) if name else f"(document {number})")
+            origin = Origin(str(path), kind or "(no kind)", str(name) if name else f"({place})")
             if kind == "TrustStore":
                 target: dict[str, Any] = stores
                 resource = _parse(origin, TrustStore, document)

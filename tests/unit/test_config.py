@@ -93,6 +93,23 @@ def test_other_api_groups_are_skipped(tmp_path: Path) -> None:
     assert [store.metadata.name for _, store in loaded.stores] == ["release"]
 
 
+def test_kubectl_list_documents_are_read_item_by_item(tmp_path: Path) -> None:
+    """`kubectl get truststores,trustpolicies -o yaml` prints one List; its items are the configuration."""
+    listed = {"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": ""},
+              "items": [trust_store("release", {"k": EXAMPLE_KEY}), trust_policy("p", ["**"], [GPG])]}
+    loaded = load_resources(write(tmp_path, dump(listed)))
+    assert [store.metadata.name for _, store in loaded.stores] == ["release"]
+    assert [policy.metadata.name for _, policy in loaded.policies] == ["p"]
+
+
+def test_faults_inside_a_list_name_the_item(tmp_path: Path) -> None:
+    listed = {"apiVersion": "v1", "kind": "List",
+              "items": [trust_store("release", {"k": EXAMPLE_KEY}), ["not", "a", "mapping"]]}
+    assert "document 1 item 2: not a mapping" in load_error(write(tmp_path, dump(listed)))
+    broken = {"apiVersion": "v1", "kind": "List", "items": "nothing"}
+    assert "a List whose items is not a list" in load_error(write(tmp_path, dump(broken)))
+
+
 @pytest.mark.parametrize(("text", "expected"), [
     ("a: [unclosed\n", "not valid YAML"),
     ("- just\n- a list\n", "document 1: not a mapping"),
