@@ -386,7 +386,8 @@ class Pipeline:
         materials: list[SignatureMaterial] = []
         first_label: dict[bytes, str] = {}
         for material in (material for found in collected for material in found.materials):
-            fingerprint = hashlib.sha256(material.data).digest()
+            # Annotations count: two cosign `.sig` layers share the payload and differ only in their signature.
+            fingerprint = hashlib.sha256(material.data + repr(sorted(material.annotations.items())).encode()).digest()
             if fingerprint in first_label:
                 problems.append(Result.fail(material.label, "signature.duplicate",
                                             f"the same bytes as {first_label[fingerprint]}; counted once"))

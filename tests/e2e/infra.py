@@ -491,6 +491,84 @@ def start_extension_registry(upstream: Registry) -> ExtensionRegistry:
     return ExtensionRegistry(server, signatures)
 
 
+# --- a registry offering the OCI referrers API -------------------------------------------------------------
+
+
+class _ReferrersHandler(SimpleHTTPRequestHandler):
+    """Forwards reads to the real registry (docker-registry 2.8, which has no referrers API) and answers
+    /v2/<name>/referrers/<digest> from the referrers tag schema's index, each entry's artifactType taken from
+    its manifest as a registry computes it. The `sha256-<hex>` tags themselves are hidden: whatever finds a
+    referrer here found it through the API."""
+
+    upstream: str
+    api_requests: list[str]
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_HEAD(self) -> None:
+        self.do_GET()
+
+    def do_GET(self) -> None:
+        path = urllib.parse.urlsplit(self.path).path
+        name, separator, digest = path.removeprefix("/v2/").rpartition("/referrers/")
+        if path.startswith("/v2/") and separator:
+            self.api_requests.append(self.path)
+            self._answer(200, {"Content-Type": OCI_INDEX}, json.dumps(self._index(name, digest)).encode())
+            return
+        if "/manifests/sha256-" in path:
+            self._answer(404, {"Content-Type": "application/json"}, b'{"errors":[{"code":"MANIFEST_UNKNOWN"}]}')
+            return
+        headers = {key: value for key, value in self.headers.items() if key.lower() in ("accept", "authorization")}
+        answer = httpx.request(self.command, f"{self.upstream}{self.path}", headers=headers)
+        forwarded = {key: value for key, value in answer.headers.items()
+                     if key.lower() in ("content-type", "docker-content-digest", "www-authenticate")}
+        self._answer(answer.status_code, forwarded, answer.content)
+
+    def _index(self, name: str, digest: str) -> dict[str, Any]:
+        accept = {"Accept": f"{OCI_MANIFEST}, {OCI_INDEX}"}
+        tagged = httpx.get(f"{self.upstream}/v2/{name}/manifests/{digest.replace(':', '-')}", headers=accept)
+        manifests = []
+        for entry in tagged.json().get("manifests", []) if tagged.status_code == 200 else []:
+            manifest = httpx.get(f"{self.upstream}/v2/{name}/manifests/{entry['digest']}", headers=accept).json()
+            manifests.append({**entry, "artifactType": manifest.get("artifactType",
+                                                                    manifest["config"]["mediaType"])})
+        return {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests}
+
+    def _answer(self, status: int, headers: dict[str, str], body: bytes) -> None:
+        self.send_response(status)
+        for key, value in headers.items():
+            self.send_header(key, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+
+@dataclass
+class ReferrersRegistry:
+    """A plain-HTTP, read-only front of a real registry that offers the OCI referrers API."""
+
+    server: ThreadingHTTPServer
+    api_requests: list[str]
+
+    @property
+    def port(self) -> int:
+        return int(self.server.server_address[1])
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def start_referrers_registry(upstream: Registry) -> ReferrersRegistry:
+    api_requests: list[str] = []
+    handler = type("Handler", (_ReferrersHandler,), {"upstream": upstream.url, "api_requests": api_requests})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return ReferrersRegistry(server, api_requests)
+
+
 # --- a bearer-token service (the docker/distribution token flow) ---------------------------------------------
 
 

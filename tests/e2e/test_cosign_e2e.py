@@ -4,11 +4,15 @@ cosign signs offline (`--tlog-upload=false`) with ECDSA P-256 (`cosign generate-
 (`cosign import-key-pair`), RSA and ECDSA P-384 keys (written in cosign's encrypted key format, because this
 cosign's import-key-pair refuses them), and with a key whose certificate chains to a private CA. Forged
 signatures are made the way an attacker with push rights would: by rewriting the `.sig` manifest.
+
+cosign 3 (`cosign3`) signs the same keys into sigstore bundles kept as OCI referrers: on docker-registry 2.8
+under the referrers tag schema, and read back also through a front that offers only the referrers API.
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
@@ -416,3 +420,144 @@ def test_serve_admits_cosign_signed_and_denies_attacker_signed(
         assert denied["response"]["allowed"] is False
         message = denied["response"]["status"]["message"]
         assert "cosign/forged:v1" in message and "does not verify with any trusted key" in message, message
+
+
+# --- cosign 3: sigstore bundles as OCI referrers ---------------------------------------------------------------
+
+BUNDLE_V03 = "application/vnd.dev.sigstore.bundle.v0.3+json"
+EMPTY_CONFIG = "application/vnd.oci.empty.v1+json"
+
+
+def cosign3_sign(registry: infra.Registry, keys: CosignKeys, reference: str, key: str) -> None:
+    """`cosign sign` of cosign 3 with a key and no Sigstore services: a bundle without log entries."""
+    env = {"COSIGN_PASSWORD": PASSWORD, "HOME": str(keys.directory)}
+    signing_config = keys.directory / "offline-signing-config.json"
+    if not signing_config.exists():
+        infra.run("cosign3", "signing-config", "create", "--no-default-fulcio", "--no-default-rekor",
+                  "--no-default-oidc", "--no-default-tsa", "--out", str(signing_config), env=env)
+    infra.run("cosign3", "sign", "--key", keys.key(key), "--signing-config", str(signing_config), "-y",
+              "--allow-http-registry", "--allow-insecure-registry", f"{registry.host}/{reference}", env=env)
+
+
+def cosign3_verify(registry: infra.Registry, keys: CosignKeys, key: str, reference: str) -> None:
+    public_key = keys.directory / f"{key}.public.pem"
+    public_key.write_text(keys.public[key])
+    infra.run("cosign3", "verify", "--key", str(public_key), "--insecure-ignore-tlog=true",
+              "--allow-http-registry", "--allow-insecure-registry", f"{registry.host}/{reference}",
+              env={"HOME": str(keys.directory)})
+
+
+def referrers_index(registry: infra.Registry, repository: str, digest: str) -> dict[str, Any]:
+    response = infra.registry_get(registry, f"/v2/{repository}/manifests/{digest.replace(':', '-')}")
+    if response.status_code == 404:
+        return {"schemaVersion": 2, "mediaType": infra.OCI_INDEX, "manifests": []}
+    response.raise_for_status()
+    index: dict[str, Any] = response.json()
+    return index
+
+
+def bundle_of(registry: infra.Registry, repository: str, digest: str) -> bytes:
+    """The bundle cosign 3 filed for `digest` (its only referrer)."""
+    [entry] = referrers_index(registry, repository, digest)["manifests"]
+    manifest = infra.registry_get(registry, f"/v2/{repository}/manifests/{entry['digest']}").json()
+    return blob(registry, repository, manifest["layers"][0]["digest"])
+
+
+def attach_bundle(registry: infra.Registry, repository: str, digest: str, bundle: bytes) -> None:
+    """File `bundle` as a referrer of `digest` as anyone with push rights can: manifest plus tag-schema index."""
+    subject = infra.registry_get(registry, f"/v2/{repository}/manifests/{digest}")
+    manifest = {
+        "schemaVersion": 2, "mediaType": infra.OCI_MANIFEST, "artifactType": BUNDLE_V03,
+        "config": {"mediaType": EMPTY_CONFIG, "digest": put_blob(registry, repository, b"{}"), "size": 2},
+        "layers": [{"mediaType": BUNDLE_V03, "digest": put_blob(registry, repository, bundle), "size": len(bundle)}],
+        "subject": {"mediaType": subject.headers["Content-Type"], "digest": digest, "size": len(subject.content)},
+    }
+    body = json.dumps(manifest).encode()
+    manifest_digest = f"sha256:{hashlib.sha256(body).hexdigest()}"
+    httpx.put(f"{registry.url}/v2/{repository}/manifests/{manifest_digest}", content=body,
+              headers={"Content-Type": infra.OCI_MANIFEST}).raise_for_status()
+    index = referrers_index(registry, repository, digest)
+    index["manifests"].append({"mediaType": infra.OCI_MANIFEST, "digest": manifest_digest, "size": len(body),
+                               "artifactType": BUNDLE_V03})
+    httpx.put(f"{registry.url}/v2/{repository}/manifests/{digest.replace(':', '-')}",
+              content=json.dumps(index).encode(), headers={"Content-Type": infra.OCI_INDEX}).raise_for_status()
+
+
+# cosign 3.1.1 writes Ed25519 and P-384 bundles that its own `verify --key` refuses: only P-256 is signed here.
+@pytest.mark.parametrize("key", ["p256"])
+def test_cosign3_bundle_signed_with_a_trusted_key_is_admitted_by_tag_and_digest(
+        key: str, image: Any, registry: infra.Registry, cosign_keys: CosignKeys, config: Path) -> None:
+    digest = image(f"cosign/bundle-{key}")
+    cosign3_sign(registry, cosign_keys, f"cosign/bundle-{key}@{digest}", key)
+    cosign3_verify(registry, cosign_keys, key, f"cosign/bundle-{key}@{digest}")  # the reference accepts it
+    for reference in (f"cosign/bundle-{key}:v1", f"cosign/bundle-{key}@{digest}"):
+        run = verify(config, registry, f"{registry.host}/{reference}")
+        assert run.returncode == 0, run.stdout + run.stderr
+        verdict = json.dumps(run.json()["images"][0]["explanation"])
+        assert f"good sigstore bundle signature by key {key}" in verdict, verdict
+
+
+def test_cosign3_bundle_is_found_through_the_referrers_api(image: Any, registry: infra.Registry,
+                                                           cosign_keys: CosignKeys, config: Path) -> None:
+    digest = image("cosign/bundle-api")
+    cosign3_sign(registry, cosign_keys, f"cosign/bundle-api@{digest}", "p256")
+    front = infra.start_referrers_registry(registry)
+    try:
+        through_api = dataclasses.replace(registry, port=front.port)
+        run = verify(cosign_config(config.parent / "api", through_api, cosign_keys), through_api,
+                     f"{through_api.host}/cosign/bundle-api:v1")
+    finally:
+        front.stop()
+    # The front hides the referrers tag: only the API can have found the bundle.
+    assert front.api_requests, "the referrers API was never asked"
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "good sigstore bundle signature by key p256" in json.dumps(run.json()["images"][0]["explanation"])
+
+
+def test_quorum_counts_a_cosign2_signature_and_a_cosign3_bundle_as_two_signers(
+        tmp_path: Path, image: Any, registry: infra.Registry, cosign_keys: CosignKeys) -> None:
+    entries = [{"name": name, "publicKey": cosign_keys.public[name]} for name in ("p256", "ed25519")]
+    authority = {"name": "ci", "minSignatures": 2, "cosign": {"trustStore": "ci-keys"}}
+    document = write_config(tmp_path / "quorum", key_store("ci-keys", entries),
+                            trust_policy("ci", [f"{registry.host}/cosign/**"], [authority]))
+    digest = image("cosign/quorum")
+    cosign_sign(registry, cosign_keys, f"cosign/quorum@{digest}", "p256")
+    assert_denied(verify(document, registry, f"{registry.host}/cosign/quorum:v1"),
+                  "valid signatures by 1 distinct signers; 2 required")
+    cosign3_sign(registry, cosign_keys, f"cosign/quorum@{digest}", "p256")  # the same key again: one signer
+    assert_denied(verify(document, registry, f"{registry.host}/cosign/quorum:v1"),
+                  "valid signatures by 1 distinct signers; 2 required")
+    cosign_sign(registry, cosign_keys, f"cosign/quorum@{digest}", "ed25519")
+    run = verify(document, registry, f"{registry.host}/cosign/quorum:v1")
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_cosign3_bundle_by_an_attacker_key_is_denied(image: Any, registry: infra.Registry, cosign_keys: CosignKeys,
+                                                     config: Path) -> None:
+    digest = image("cosign/bundle-attacker")
+    cosign3_sign(registry, cosign_keys, f"cosign/bundle-attacker@{digest}", "attacker")
+    assert_denied(verify(config, registry, f"{registry.host}/cosign/bundle-attacker:v1"),
+                  "signature does not verify with any trusted key")
+
+
+def test_bundle_grafted_onto_another_image_is_denied(image: Any, registry: infra.Registry, cosign_keys: CosignKeys,
+                                                     config: Path) -> None:
+    signed = image("cosign/graft", tag="a")
+    other = image("cosign/graft", tag="b")
+    cosign3_sign(registry, cosign_keys, f"cosign/graft@{signed}", "p256")
+    attach_bundle(registry, "cosign/graft", other, bundle_of(registry, "cosign/graft", signed))
+    assert_denied(verify(config, registry, f"{registry.host}/cosign/graft:b"),
+                  f"the statement names {signed}, not the admitted manifest {other}")
+    with pytest.raises(RuntimeError):  # cosign agrees
+        cosign3_verify(registry, cosign_keys, "p256", f"cosign/graft@{other}")
+
+
+def test_truncated_bundle_is_denied(image: Any, registry: infra.Registry, cosign_keys: CosignKeys,
+                                    config: Path) -> None:
+    digest = image("cosign/truncated")
+    cosign3_sign(registry, cosign_keys, f"cosign/truncated@{digest}", "p256")
+    bundle = bundle_of(registry, "cosign/truncated", digest)
+    other = image("cosign/truncated", tag="b")
+    attach_bundle(registry, "cosign/truncated", other, bundle[: len(bundle) // 2])
+    assert_denied(verify(config, registry, f"{registry.host}/cosign/truncated:b"),
+                  "not a valid sigstore bundle: not valid JSON")

@@ -27,10 +27,8 @@ from webhook.verifiers.cosign import (
     BUNDLE_ANNOTATION,
     SIGNATURE_ANNOTATION,
     CosignAuthorityVerifier,
-    IdentityConstraint,
-    _der_utf8_string,
-    certificate_issuer,
 )
+from webhook.verifiers.cosign_trust import IdentityConstraint, _der_utf8_string, certificate_issuer
 
 CS13 = Path(__file__).parents[1] / "conformance" / "cosign" / "cs-13-fulcio-rekor-keyless"
 MANIFEST = b'{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","layers":[]}'

@@ -18,12 +18,15 @@ neither list can silently go stale.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -52,8 +55,6 @@ CASES = [SUITE / name for name in (
     "cs-15-pki-bring-your-own-ca",
 )]
 OUT_OF_SCOPE = {
-    "cs-16-sigstore-bundle-v03-dsse": "sigstore bundle v0.3 (DSSE in-toto attestations, trusted_root.json) is not "
-                                      "a cosign simple-signing signature; such images are denied (no signature)",
     "_policy-controller-examples": "ClusterImagePolicy documents of sigstore's policy-controller, a different "
                                    "CRD that trustgate does not read",
 }
@@ -201,7 +202,8 @@ def test_conformance(case: Path, check: dict[str, Any]) -> None:
 
 def test_every_case_is_run_or_reported() -> None:
     stored = {path.name for path in SUITE.iterdir() if path.is_dir()}
-    assert stored == {case.name for case in CASES} | {"cs-14-fulcio-cert-validity-window"} | set(OUT_OF_SCOPE)
+    assert stored == ({case.name for case in CASES} | {"cs-14-fulcio-cert-validity-window", CS16.name}
+                      | set(OUT_OF_SCOPE))
     assert len(_checks()) == 46
 
 
@@ -307,3 +309,44 @@ def test_cs14_set_checked_with_a_random_log_key() -> None:
     result = verifier.verify_signature(_cs14_image(), _cs14_material())
     assert result.code == "cosign.tlog"
     assert "untrusted log" in result.message
+
+
+# --- cs-16: a keyless sigstore bundle v0.3 (DSSE, Fulcio certificate, Rekor SET and inclusion proof) ------------
+
+CS16 = SUITE / "cs-16-sigstore-bundle-v03-dsse"
+
+
+def _cs16_verdict(check: dict[str, Any]) -> str:
+    """One check of cs-16, with the trusted root's Fulcio CAs as x509 roots and its Rekor key as the log key.
+
+    The vector is an attestation, so the authority names its predicateType."""
+    root = json.loads((CS16 / "trusted_root.json").read_text())
+    certificates = "".join(
+        x509.load_der_x509_certificate(base64.b64decode(certificate["rawBytes"])).public_bytes(
+            serialization.Encoding.PEM).decode()
+        for authority in root["certificateAuthorities"] for certificate in authority["certChain"]["certificates"])
+    rekor = serialization.load_der_public_key(base64.b64decode(root["tlogs"][0]["publicKey"]["rawBytes"]))
+    entries = [{"name": "fulcio", "x509": {"role": "ca", "certificates": certificates}},
+               {"name": "rekor", "rekorPublicKey": rekor.public_bytes(
+                   serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()}]
+    identity = check.get("trust", {"identities": [{"subjectRegExp": ".*"}]})["identities"][0]
+    authority = {"name": "a", "cosign": {"trustStore": "s", "keys": ["fulcio"], "certificateIdentity": identity,
+                                         "predicateType": "https://cosign.sigstore.dev/attestation/v1"}}
+    policy_set = compile_policy_set(resources(key_store("s", entries), trust_policy("p", ["**"], [authority])))
+    verifier = policy_set.policies[0].authorities[0].verifier
+    assert isinstance(verifier, CosignAuthorityVerifier)
+    manifest = (CS16 / "image" / "manifest.json").read_bytes()
+    if check.get("image_digest", "").startswith("sha256:"):
+        image = resolved(f"127.0.0.1:60943/repo@{check['image_digest']}", manifest)
+    else:  # "<any other manifest digest>"
+        other = manifest.replace(b"}", b" }", 1)
+        image = resolved(f"127.0.0.1:60943/repo@sha256:{hashlib.sha256(other).hexdigest()}", other)
+    data = check.get("bundle_override", "").encode() or (CS16 / "bundle.sigstore.json").read_bytes()
+    result = verifier.verify_signature(image, SignatureMaterial(
+        "bundle", data, "application/vnd.dev.sigstore.bundle.v0.3+json"))
+    return "accept" if result.passed else "reject"
+
+
+@pytest.mark.parametrize("check", json.loads((CS16 / "case.json").read_text())["checks"], ids=lambda c: c["name"])
+def test_cs16_sigstore_bundle(check: dict[str, Any]) -> None:
+    assert _cs16_verdict(check) == check["expected"]

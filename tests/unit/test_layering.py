@@ -24,7 +24,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
                     "webhook.cache", "webhook.pki", "webhook.validation", "webhook.artifacts", "webhook.metrics",
                     "webhook.registry.network")),
     ("policy model", ("webhook.policy.models", "webhook.policy.matching", "webhook.policy.notation_identity")),
-    ("trust material", ("webhook.trust", "webhook.gpgkeys", "webhook.rekor")),
+    ("trust material", ("webhook.trust", "webhook.gpgkeys", "webhook.rekor", "webhook.timestamp")),
     ("payload formats", ("webhook.simple_signing",)),
     ("registry", ("webhook.registry.*",)),
     ("signature sources", ("webhook.sources.*",)),

@@ -434,6 +434,11 @@ class CosignAuthority(Strict):
         default=None, description="Required for certificate-based signatures (x509 roots)."
     )
     transparencyLog: TransparencyLog = Field(default_factory=TransparencyLog)
+    predicateType: str | None = Field(
+        default=None, min_length=1, max_length=512,
+        description="The in-toto predicateType a sigstore bundle's statement must carry; cosign's signing "
+                    "predicate https://sigstore.dev/cosign/sign/v1 when omitted.",
+    )
 
     @field_validator("signaturesRepository")
     @classmethod

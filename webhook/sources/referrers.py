@@ -1,12 +1,15 @@
-"""Notary Project signatures of an image, found as OCI referrers.
+"""Signatures of an image found as OCI referrers: Notary Project signatures and cosign's sigstore bundles.
 
 Asks the referrers API (`/v2/<name>/referrers/<digest>?artifactType=...`, OCI distribution 1.1) first and,
 when the registry does not offer it (404, or an answer that is not an image index, as docker-registry 2.8
 gives), the referrers tag schema: an index tagged `sha256-<hex>` next to the image. Until it is known which
 one a registry offers, both are asked at once; then only that one, for REFERRERS_MODE_SECONDS (a registry
 may be upgraded), as ORAS and notation remember it too. Each listed manifest must
-be a Notary signature (artifactType or config mediaType `application/vnd.cncf.notary.signature`) with exactly
-one envelope layer and a `subject` naming the image's digest; its envelope blob becomes the material.
+be of the wanted kind (a Notary signature: artifactType or config mediaType
+`application/vnd.cncf.notary.signature`; a sigstore bundle: artifactType
+`application/vnd.dev.sigstore.bundle.v0.3+json` or an older bundle version) with exactly one layer of that
+kind's media types and a `subject` naming the image's digest; that layer's blob becomes the material. The
+subject is only where the registry filed it: the verifiers check what the signed content names.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from webhook import strictjson
@@ -23,11 +27,38 @@ from webhook.sources.base import SignatureSource
 
 NOTARY_SIGNATURE = "application/vnd.cncf.notary.signature"
 ENVELOPE_MEDIA_TYPES = ("application/jose+json", "application/cose")
+# The sigstore bundle media types; v0.3 spells its version in the type, older ones as a parameter.
+SIGSTORE_BUNDLE_MEDIA_TYPES = (
+    "application/vnd.dev.sigstore.bundle.v0.3+json",
+    "application/vnd.dev.sigstore.bundle+json;version=0.3",
+    "application/vnd.dev.sigstore.bundle+json;version=0.2",
+    "application/vnd.dev.sigstore.bundle+json;version=0.1",
+)
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 MAX_REFERRERS_BYTES = 4 * 1024 * 1024
 MAX_SIGNATURES = 16
 MAX_ENVELOPE_BYTES = 1024 * 1024
 REFERRERS_MODE_SECONDS = 300.0
+
+
+@dataclass(frozen=True, slots=True)
+class ReferrerKind:
+    """One format of signature kept as a referrer: the artifact types that mark it and its layer media types."""
+
+    description: str
+    artifact_types: tuple[str, ...]
+    layer_media_types: tuple[str, ...]
+    # Also accepted in place of an artifactType, as the config media type (how older clients mark artifacts).
+    config_media_type: str | None = None
+    # Further artifact types an index may list such a manifest under; the manifest itself is then checked.
+    also_listed_as: tuple[str, ...] = ()
+
+
+NOTARY_SIGNATURES = ReferrerKind("Notary Project signature", (NOTARY_SIGNATURE,), ENVELOPE_MEDIA_TYPES,
+                                 NOTARY_SIGNATURE)
+# cosign 3 files its bundles in the referrers tag schema's index under the empty config's media type.
+SIGSTORE_BUNDLES = ReferrerKind("sigstore bundle", SIGSTORE_BUNDLE_MEDIA_TYPES, SIGSTORE_BUNDLE_MEDIA_TYPES,
+                                also_listed_as=("application/vnd.oci.empty.v1+json",))
 
 ReferrersMode = Literal["api", "tag"]
 
@@ -37,23 +68,25 @@ def referrers_tag(digest: str) -> str:
     return digest.replace(":", "-")
 
 
-def signature_descriptors(index: Any) -> list[dict[str, Any]] | None:
-    """The Notary signature descriptors of a referrers index; None when it is not an image index."""
+def signature_descriptors(index: Any, kind: ReferrerKind = NOTARY_SIGNATURES) -> list[dict[str, Any]] | None:
+    """The descriptors of `kind` in a referrers index; None when it is not an image index."""
     if not isinstance(index, dict) or not isinstance(index.get("manifests"), list):
         return None
     return [entry for entry in index["manifests"]
-            if isinstance(entry, dict) and entry.get("artifactType") == NOTARY_SIGNATURE
+            if isinstance(entry, dict) and entry.get("artifactType") in (*kind.artifact_types, *kind.also_listed_as)
             and isinstance(entry.get("digest"), str)]
 
 
-def envelope_layer(manifest: Any, image: ImageTarget) -> tuple[dict[str, Any] | None, str]:
-    """The envelope layer descriptor of a signature manifest, or None with the reason it is not one."""
+def envelope_layer(manifest: Any, image: ImageTarget,
+                   kind: ReferrerKind = NOTARY_SIGNATURES) -> tuple[dict[str, Any] | None, str]:
+    """The signature layer descriptor of a referrer manifest, or None with the reason it is not one."""
     if not isinstance(manifest, dict):
         return None, "not a JSON object"
     config = manifest.get("config")
     config_type = config.get("mediaType") if isinstance(config, dict) else None
-    if NOTARY_SIGNATURE not in (manifest.get("artifactType"), config_type):
-        return None, "not a Notary Project signature manifest"
+    if manifest.get("artifactType") not in kind.artifact_types and (
+            kind.config_media_type is None or config_type != kind.config_media_type):
+        return None, f"not a {kind.description} manifest"
     subject = manifest.get("subject")
     if not isinstance(subject, dict) or subject.get("digest") != image.digest:
         return None, f"its subject is not {image.digest}"
@@ -61,16 +94,20 @@ def envelope_layer(manifest: Any, image: ImageTarget) -> tuple[dict[str, Any] | 
     if not isinstance(layers, list) or len(layers) != 1 or not isinstance(layers[0], dict):
         return None, "a signature manifest must have exactly one layer"
     layer = layers[0]
-    if layer.get("mediaType") not in ENVELOPE_MEDIA_TYPES:
-        return None, f"layer media type {layer.get('mediaType')!r} is not a signature envelope"
+    if layer.get("mediaType") not in kind.layer_media_types:
+        return None, f"layer media type {layer.get('mediaType')!r} is not a {kind.description}"
     size = layer.get("size")
     if not isinstance(size, int) or not 0 < size <= MAX_ENVELOPE_BYTES or not isinstance(layer.get("digest"), str):
         return None, f"envelope layer size must be 1..{MAX_ENVELOPE_BYTES} bytes with a digest"
     return layer, ""
 
 
-class NotationReferrers(SignatureSource):
-    def __init__(self, limit: int = MAX_SIGNATURES, clock: Callable[[], float] = time.monotonic) -> None:
+class OciReferrers(SignatureSource):
+    """The referrers of one kind; an instance remembers which lookup each registry offers."""
+
+    def __init__(self, kind: ReferrerKind, limit: int = MAX_SIGNATURES,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.kind = kind
         self.limit = limit
         self._clock = clock
         # registry -> (what it offers, until when that is trusted)
@@ -88,7 +125,9 @@ class NotationReferrers(SignatureSource):
 
         A fault (an error status, a timeout) says nothing about what the registry offers."""
         reference = image.reference
-        path = f"/v2/{reference.path}/referrers/{image.digest}?artifactType={NOTARY_SIGNATURE}"
+        path = f"/v2/{reference.path}/referrers/{image.digest}"
+        if len(self.kind.artifact_types) == 1:  # the API filters by one type; several are filtered here
+            path += f"?artifactType={self.kind.artifact_types[0]}"
         try:
             answer = await registry.get_api(reference, path, MAX_REFERRERS_BYTES)
         except RegistryError:
@@ -97,7 +136,7 @@ class NotationReferrers(SignatureSource):
             index = strictjson.loads(answer) if answer is not None else None
         except strictjson.StrictJSONError:
             index = None
-        if signature_descriptors(index) is None:
+        if signature_descriptors(index, self.kind) is None:
             return None, True
         return index, False
 
@@ -141,7 +180,7 @@ class NotationReferrers(SignatureSource):
             searched, index = await self._referrers(image, registry)
         except RegistryError as exc:
             return Collected("OCI referrers", problems=(("OCI referrers", str(exc)),))
-        descriptors = signature_descriptors(index)
+        descriptors = signature_descriptors(index, self.kind)
         if descriptors is None:
             return Collected(searched, problems=((searched, "is not an image index"),))
         materials: list[SignatureMaterial] = []
@@ -154,7 +193,7 @@ class NotationReferrers(SignatureSource):
                 if manifest is None:
                     problems.append((label, "listed as a referrer but not found"))
                     continue
-                layer, why = envelope_layer(manifest.document, image)
+                layer, why = envelope_layer(manifest.document, image, self.kind)
                 if layer is None:
                     problems.append((label, why))
                     continue
@@ -167,3 +206,13 @@ class NotationReferrers(SignatureSource):
             problems.append((searched, f"lists {len(descriptors)} signatures; only the first {limit} "
                                        "were examined"))
         return Collected(searched, tuple(materials), tuple(problems))
+
+
+class NotationReferrers(OciReferrers):
+    def __init__(self, limit: int = MAX_SIGNATURES, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(NOTARY_SIGNATURES, limit, clock)
+
+
+class BundleReferrers(OciReferrers):
+    def __init__(self, limit: int = MAX_SIGNATURES, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(SIGSTORE_BUNDLES, limit, clock)

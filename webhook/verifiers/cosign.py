@@ -19,33 +19,17 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from asn1crypto import core as asn1_core
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from webhook import pki
 from webhook.artifacts import ImageTarget, ResolvedImage, SignatureMaterial
-from webhook.policy.models import CertificateIdentity, CosignAuthority
+from webhook.policy.models import CosignAuthority
 from webhook.references import ImageReference, parse_reference
-from webhook.rekor import (
-    RekorEntry,
-    RekorError,
-    RekorLogKey,
-    check_entry_matches,
-    rekor_log_key,
-    spki_der,
-    verify_bundle,
-)
+from webhook.rekor import RekorEntry, RekorError, RekorLogKey, check_entry_matches, rekor_log_key, verify_bundle
 from webhook.results import Result
 from webhook.simple_signing import (
     COSIGN_SIGNATURE_TYPE,
@@ -57,26 +41,27 @@ from webhook.simple_signing import (
 )
 from webhook.sources.base import SignatureSource
 from webhook.sources.cosign_tag import SIMPLE_SIGNING_MEDIA_TYPE, CosignSignatureTag
-from webhook.trust import CompiledTrustStore, PemPublicKey, PublicKey, X509Bundle
+from webhook.sources.referrers import BundleReferrers
+from webhook.trust import CompiledTrustStore, PemPublicKey, X509Bundle
 from webhook.validation import ConfigError, validate_spec
 from webhook.verifiers.base import CompiledAuthority, VerifierPlugin, find_trust_store, select_keys
+from webhook.verifiers.cosign_bundle import BUNDLE_MEDIA_TYPES, verify_bundle_signature
+from webhook.verifiers.cosign_trust import (
+    CertificateError,
+    CosignTrust,
+    IdentityConstraint,
+    SignatureRejected,
+    Signer,
+    TrustedKey,
+    fingerprint,
+    self_signed,
+)
 
 SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
 CERTIFICATE_ANNOTATION = "dev.sigstore.cosign/certificate"
 CHAIN_ANNOTATION = "dev.sigstore.cosign/chain"
 BUNDLE_ANNOTATION = "dev.sigstore.cosign/bundle"
 MAX_CHAIN_CERTIFICATES = 8
-# Fulcio's OIDC issuer: the DER UTF8String extension (current) and the raw-bytes one (legacy).
-FULCIO_ISSUER_V2 = x509.ObjectIdentifier("1.3.6.1.4.1.57264.1.8")
-FULCIO_ISSUER_V1 = x509.ObjectIdentifier("1.3.6.1.4.1.57264.1.1")
-
-_HASHES: dict[str, type[hashes.HashAlgorithm]] = {
-    "sha256": hashes.SHA256, "sha384": hashes.SHA384, "sha512": hashes.SHA512,
-}
-
-
-class CertificateError(ValueError):
-    """A certificate that cannot vouch for this signature."""
 
 
 def decode_signature(value: str) -> bytes:
@@ -91,100 +76,6 @@ def decode_signature(value: str) -> bytes:
         raise ValueError("not canonical base64 (stray padding or bits)")
     return decoded
 
-
-def verify_with_key(key: PublicKey, hash_algorithm: str, signature: bytes, payload: bytes) -> bool:
-    """Verify as cosign signs: ECDSA (ASN.1 DER), RSA PKCS#1 v1.5, or pure Ed25519."""
-    try:
-        if isinstance(key, ec.EllipticCurvePublicKey):
-            key.verify(signature, payload, ec.ECDSA(_HASHES[hash_algorithm]()))
-        elif isinstance(key, rsa.RSAPublicKey):
-            key.verify(signature, payload, padding.PKCS1v15(), _HASHES[hash_algorithm]())
-        else:
-            key.verify(signature, payload)
-    except InvalidSignature:
-        return False
-    return True
-
-
-def fingerprint(key: PublicKey) -> str:
-    return f"sha256:{hashlib.sha256(spki_der(key)).hexdigest()}"
-
-
-# --- certificates -------------------------------------------------------------------------------------
-
-
-def _der_utf8_string(data: bytes) -> str | None:
-    """The value of a DER UTF8String (tag 12), or None when `data` is not exactly one."""
-    try:
-        value: str = asn1_core.UTF8String.load(data, strict=True).native
-    except (ValueError, TypeError):  # includes UnicodeDecodeError
-        return None
-    return value
-
-
-def certificate_issuer(certificate: x509.Certificate) -> str | None:
-    """The OIDC issuer a Fulcio certificate records; None for certificates of other CAs."""
-    for oid, decode in ((FULCIO_ISSUER_V2, _der_utf8_string), (FULCIO_ISSUER_V1, _raw_utf8)):
-        try:
-            value = certificate.extensions.get_extension_for_oid(oid).value
-        except x509.ExtensionNotFound:
-            continue
-        if isinstance(value, x509.UnrecognizedExtension):
-            return decode(value.value)
-    return None
-
-
-def _raw_utf8(data: bytes) -> str | None:
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
-
-
-def certificate_subjects(certificate: x509.Certificate) -> list[str]:
-    """The subject alternative names cosign matches `--certificate-identity` against."""
-    try:
-        names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        return []
-    found: list[str] = []
-    for kind in (x509.RFC822Name, x509.UniformResourceIdentifier, x509.DNSName):
-        found.extend(names.get_values_for_type(kind))
-    return found
-
-
-def _matches(value: str, exact: str | None, pattern: re.Pattern[str] | None) -> bool:
-    return value == exact if exact is not None else pattern is not None and pattern.fullmatch(value) is not None
-
-
-@dataclass(frozen=True, slots=True)
-class IdentityConstraint:
-    """A certificateIdentity with its regular expressions compiled (anchored: they must match whole values)."""
-
-    spec: CertificateIdentity
-    subject_pattern: re.Pattern[str] | None
-    issuer_pattern: re.Pattern[str] | None
-
-    @classmethod
-    def compile(cls, spec: CertificateIdentity) -> IdentityConstraint:
-        return cls(spec, re.compile(spec.subjectRegExp) if spec.subjectRegExp is not None else None,
-                   re.compile(spec.issuerRegExp) if spec.issuerRegExp is not None else None)
-
-    def check(self, certificate: x509.Certificate) -> str:
-        """The matching subject; raise CertificateError saying which constraint failed."""
-        subjects = certificate_subjects(certificate)
-        subject = next((name for name in subjects
-                        if _matches(name, self.spec.subject, self.subject_pattern)), None)
-        if subject is None:
-            wanted = self.spec.subject or f"/{self.spec.subjectRegExp}/"
-            raise CertificateError(f"certificate names {', '.join(subjects) or 'no subject alternative name'}, "
-                                   f"not {wanted}")
-        if self.spec.issuer is not None or self.issuer_pattern is not None:
-            issuer = certificate_issuer(certificate)
-            if issuer is None or not _matches(issuer, self.spec.issuer, self.issuer_pattern):
-                wanted = self.spec.issuer or f"/{self.spec.issuerRegExp}/"
-                raise CertificateError(f"certificate issuer {issuer or '(none recorded)'} is not {wanted}")
-        return subject
 
 
 def parse_certificates(annotations: Mapping[str, str]) -> tuple[x509.Certificate, list[x509.Certificate]]:
@@ -206,71 +97,29 @@ def parse_certificates(annotations: Mapping[str, str]) -> tuple[x509.Certificate
     return leaf, chain
 
 
-def _self_signed(certificate: x509.Certificate) -> bool:
-    if certificate.issuer != certificate.subject:
-        return False
-    try:
-        certificate.verify_directly_issued_by(certificate)
-    except (ValueError, TypeError, InvalidSignature):
-        return False
-    return True
-
-
-# --- the verifier -------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class TrustedKey:
-    name: str
-    key: PublicKey
-    hash_algorithm: str
-    fingerprint: str
-
-
-@dataclass(frozen=True, slots=True)
-class Signer:
-    """Who made a signature whose cryptography verified: a trusted key, or a certificate to check further."""
-
-    description: str
-    identity: str
-    public: PublicKey | x509.Certificate
-    # Hex SHA-256 of the key's DER SubjectPublicKeyInfo, or of the certificate's DER: what revokedKeys names.
-    key_id: str
-    certificate: x509.Certificate | None = None
-    chain: tuple[x509.Certificate, ...] = ()
-
-
-class SignatureRejected(Exception):
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
 @dataclass
 class CosignAuthorityVerifier(CompiledAuthority):
+    """One cosign authority: legacy `.sig` signatures and sigstore bundles, verified with the same trust."""
+
     name: str
     spec: CosignAuthority
-    store_name: str
-    keys: tuple[TrustedKey, ...]
-    roots: tuple[x509.Certificate, ...]
-    intermediates: tuple[x509.Certificate, ...]
-    crls: tuple[x509.CertificateRevocationList, ...]
-    log_keys: dict[str, RekorLogKey]
+    trust: CosignTrust
     signatures_repository: ImageReference | None
-    identity: IdentityConstraint | None = None
     verifier_type: str = "cosign"
-    # The clock, for certificates checked without a log entry; replaced in tests.
+    # The clock, for certificates checked without a verified signed time; replaced in tests.
     now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC), repr=False)
+    bundle_source: BundleReferrers = field(default_factory=BundleReferrers, repr=False)
 
     def sources(self, image: ImageTarget) -> Sequence[SignatureSource]:
-        return [CosignSignatureTag(self.signatures_repository)]
+        return [CosignSignatureTag(self.signatures_repository), self.bundle_source]
 
     def registries(self) -> Sequence[str]:
         return (self.signatures_repository.domain,) if self.signatures_repository else ()
 
     def verify_signature(self, image: ResolvedImage, material: SignatureMaterial) -> Result:
         try:
+            if material.media_type in BUNDLE_MEDIA_TYPES:
+                return verify_bundle_signature(image, material, self.trust, self.spec, self.now)
             return self._verify(image, material)
         except SignatureRejected as rejected:
             return Result.fail(material.label, rejected.code, rejected.message)
@@ -286,7 +135,7 @@ class CosignAuthorityVerifier(CompiledAuthority):
             signature = decode_signature(encoded)
         except ValueError as exc:
             raise SignatureRejected("cosign.signature", f"{SIGNATURE_ANNOTATION}: {exc}") from None
-        signer = (self._key_signer(signature, material.data) if self.keys
+        signer = (self.trust.key_signer(signature, material.data) if self.trust.keys
                   else self._certificate_signer(signature, material))
         entry = self._log_entry(material, signature, signer)
         details: dict[str, str] = {}
@@ -294,18 +143,12 @@ class CosignAuthorityVerifier(CompiledAuthority):
             details = {"rekorIntegratedTime": entry.integrated_time.isoformat(),
                        "rekorLogIndex": str(entry.log_index)}
         if signer.certificate is not None:
-            self._check_certificate(signer, entry)
+            if entry is not None:
+                self.trust.check_certificate(signer, entry.integrated_time, "at its Rekor integrated time")
+            else:
+                self.trust.check_certificate(signer, self.now(), "now (no verified Rekor entry)")
         return self._check_payload(image, material, signer, details,
                                    int(entry.integrated_time.timestamp()) if entry is not None else None)
-
-    def _key_signer(self, signature: bytes, payload: bytes) -> Signer:
-        for key in self.keys:
-            if verify_with_key(key.key, key.hash_algorithm, signature, payload):
-                return Signer(f"key {key.name} ({key.fingerprint})", key.fingerprint, key.key,
-                              key.fingerprint.removeprefix("sha256:").upper())
-        names = ", ".join(key.name for key in self.keys)
-        raise SignatureRejected("cosign.signature", f"signature does not verify with any trusted key ({names} of "
-                                                    f"TrustStore {self.store_name}): other key, or tampered")
 
     def _certificate_signer(self, signature: bytes, material: SignatureMaterial) -> Signer:
         if CERTIFICATE_ANNOTATION not in material.annotations:
@@ -315,16 +158,7 @@ class CosignAuthorityVerifier(CompiledAuthority):
             leaf, chain = parse_certificates(material.annotations)
         except CertificateError as exc:
             raise SignatureRejected("cosign.certificate", str(exc)) from None
-        key = leaf.public_key()
-        if not isinstance(key, ec.EllipticCurvePublicKey | rsa.RSAPublicKey | ed25519.Ed25519PublicKey):
-            raise SignatureRejected("cosign.certificate", "certificate key type is not supported")
-        if not verify_with_key(key, "sha256", signature, material.data):
-            raise SignatureRejected("cosign.signature", f"signature does not verify with the key of certificate "
-                                                        f"{pki.describe(leaf)!r}: tampered")
-        name = ", ".join(certificate_subjects(leaf)) or pki.describe(leaf)
-        leaf_fingerprint = leaf.fingerprint(hashes.SHA256()).hex()
-        return Signer(f"certificate for {name}", f"certificate sha256:{leaf_fingerprint}", leaf,
-                      leaf_fingerprint.upper(), leaf, tuple(chain))
+        return self.trust.certificate_signer(leaf, chain, signature, material.data)
 
     def _log_entry(self, material: SignatureMaterial, signature: bytes, signer: Signer) -> RekorEntry | None:
         bundle = material.annotations.get(BUNDLE_ANNOTATION)
@@ -333,30 +167,14 @@ class CosignAuthorityVerifier(CompiledAuthority):
                 raise SignatureRejected("cosign.tlog", f"no {BUNDLE_ANNOTATION} annotation, and the authority "
                                                        "requires a Rekor entry")
             return None
-        if not self.log_keys:
+        if not self.trust.log_keys:
             return None  # nothing to check it with; the signature stands on its own, as configured
         try:
-            entry = verify_bundle(bundle, self.log_keys)
+            entry = verify_bundle(bundle, self.trust.log_keys)
             check_entry_matches(entry, material.data, signature, signer.public)
         except RekorError as exc:
             raise SignatureRejected("cosign.tlog", f"Rekor bundle rejected: {exc}") from None
         return entry
-
-    def _check_certificate(self, signer: Signer, entry: RekorEntry | None) -> None:
-        assert signer.certificate is not None and self.identity is not None
-        at = entry.integrated_time if entry is not None else self.now()
-        when = "at its Rekor integrated time" if entry is not None else "now (no verified Rekor entry)"
-        try:
-            # As cosign (Go's x509): a leaf without extendedKeyUsage is accepted, one with it needs codeSigning.
-            pki.verify_chain(signer.certificate, [*signer.chain, *self.intermediates], self.roots, at=at,
-                             crls=self.crls, extended_key_usage=ExtendedKeyUsageOID.CODE_SIGNING,
-                             eku_optional=True)
-        except pki.ChainError as exc:
-            raise SignatureRejected("cosign.certificate", f"certificate not trusted {when}: {exc}") from None
-        try:
-            self.identity.check(signer.certificate)
-        except CertificateError as exc:
-            raise SignatureRejected("cosign.identity", str(exc)) from None
 
     def _check_payload(self, image: ResolvedImage, material: SignatureMaterial, signer: Signer,
                        details: dict[str, str], logged_at: int | None) -> Result:
@@ -406,7 +224,7 @@ class CosignVerifier(VerifierPlugin):
             raise ConfigError(f"{path}.certificateIdentity", "applies to x509 roots only, and this authority "
                                                              "selects public keys")
         certificates = [certificate for bundle in bundles for certificate in bundle.certificates]
-        roots = tuple(certificate for certificate in certificates if _self_signed(certificate))
+        roots = tuple(certificate for certificate in certificates if self_signed(certificate))
         if bundles and not roots:
             raise ConfigError(f"{path}.keys", "the selected x509 entries hold no self-signed root certificate")
         log_keys: dict[str, RekorLogKey] = {}
@@ -422,8 +240,10 @@ class CosignVerifier(VerifierPlugin):
                               f"TrustStore {spec.trustStore!r} holds no rekorPublicKey to check log entries with")
         repository = parse_reference(spec.signaturesRepository) if spec.signaturesRepository else None
         identity = IdentityConstraint.compile(spec.certificateIdentity) if spec.certificateIdentity else None
-        return CosignAuthorityVerifier(
-            authority_name, spec, spec.trustStore, keys, roots,
-            tuple(certificate for certificate in certificates if certificate not in roots),
-            tuple(crl for bundle in bundles for crl in bundle.crls), log_keys, repository, identity,
-        )
+        tsa_roots = tuple(certificate for material in store.keys.values()
+                          if isinstance(material, X509Bundle) and material.role == "tsa"
+                          for certificate in material.certificates if self_signed(certificate))
+        trust = CosignTrust(spec.trustStore, keys, roots,
+                            tuple(certificate for certificate in certificates if certificate not in roots),
+                            tuple(crl for bundle in bundles for crl in bundle.crls), log_keys, identity, tsa_roots)
+        return CosignAuthorityVerifier(authority_name, spec, trust, repository)

@@ -36,6 +36,7 @@ from webhook.registry.client import RegistryClient
 from webhook.results import Result
 from webhook.sources.base import SignatureSource
 from webhook.sources.referrers import NotationReferrers
+from webhook.timestamp import Timestamp, TimestampError, verify_timestamp
 from webhook.trust import CompiledTrustStore, X509Bundle
 from webhook.validation import ConfigError, validate_spec
 from webhook.verifiers.base import CompiledAuthority, VerifierPlugin, find_trust_store
@@ -45,7 +46,6 @@ from webhook.verifiers.notary_envelope import (
     EnvelopeError,
     open_envelope,
 )
-from webhook.verifiers.notary_timestamp import Timestamp, TimestampError, verify_timestamp
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,5 @@
-"""RFC 3161 timestamp countersignatures of Notary Project signatures, verified offline against `tsa` roots.
+"""RFC 3161 timestamps over a signature (Notary Project countersignatures, sigstore bundles), verified offline
+against `tsa` roots.
 
 The token is a CMS SignedData (RFC 5652) whose content is a TSTInfo. asn1crypto parses the structures (it
 accepts the BER set ordering real TSAs emit, which strict DER parsers refuse); every signature check is done
