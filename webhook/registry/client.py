@@ -304,8 +304,7 @@ class RegistryClient:
         for challenge in state.challenges or []:
             if challenge.scheme == "basic":
                 if credentials is None:
-                    raise RegistryError(f"{registry} requires credentials (HTTP 401) and none are configured "
-                                        "for it")
+                    raise RegistryError(f"{registry} requires credentials and none are configured for it")
                 return credentials.basic_header(), ""
             if challenge.scheme == "bearer":
                 scope = f"repository:{repository_path}:pull"

@@ -71,7 +71,8 @@ class _Key:
         glob_parts, target_parts = self.host.split("."), target.host.split(".")
         return (self.port == target.port and len(glob_parts) == len(target_parts)
                 and target.path.startswith(self.path)
-                and all(fnmatchcase(part, glob) for glob, part in zip(glob_parts, target_parts, strict=True)))
+                and all(part == glob or fnmatchcase(part, glob)  # equal first: `[::1]` is no character class
+                        for glob, part in zip(glob_parts, target_parts, strict=True)))
 
     def __str__(self) -> str:
         return f"{self.host}{':' + self.port if self.port else ''}{self.path}"
