@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import logging
 import os
 import threading
@@ -145,6 +146,12 @@ class NamespaceLabels:
         return self._labels.get(namespace)
 
 
+@functools.lru_cache(maxsize=PULL_SECRET_CACHE_ENTRIES)
+def _credential_set(entries: tuple[tuple[str, Credentials], ...]) -> PullCredentials:
+    """Made once per distinct set: its identity is a keyed hash over every entry."""
+    return PullCredentials.of(entries)
+
+
 class PodPullCredentials:
     """The pull credentials the kubelet will use for a pod: its `imagePullSecrets`, or, when it names none, its
     ServiceAccount's (as the ServiceAccount admission plugin fills them in), read from the pod's namespace.
@@ -167,8 +174,9 @@ class PodPullCredentials:
 
     async def __call__(self, namespace: str, refs: PullSecretRefs) -> PullCredentials:
         names = refs.secrets or await self._account_secrets(namespace, refs.service_account)
-        found = await asyncio.gather(*(self._secret(namespace, name) for name in names))
-        return PullCredentials.of(entry for entries in found for entry in entries)
+        # One by one: a kept Secret is answered without suspending, and a pod rarely names more than one.
+        found = [await self._secret(namespace, name) for name in names]
+        return _credential_set(tuple(entry for entries in found for entry in entries))
 
     async def _account_secrets(self, namespace: str, account: str) -> tuple[str, ...]:
         key = (namespace, account)
