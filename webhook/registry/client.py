@@ -299,13 +299,13 @@ class RegistryClient:
         return candidates or [None]
 
     async def _authorization(self, registry: str, repository_path: str, state: _RegistryState,
-                             credentials: Credentials | None) -> tuple[str, str] | None:
-        """(Authorization header, token cache key or "") for a request with `credentials`."""
+                             credentials: Credentials | None) -> tuple[str, tuple[str, str] | None] | None:
+        """(Authorization header, the key of the token it carries) for a request with `credentials`."""
         for challenge in state.challenges or []:
             if challenge.scheme == "basic":
                 if credentials is None:
                     raise RegistryError(f"{registry} requires credentials and none are configured for it")
-                return credentials.basic_header(), ""
+                return credentials.basic_header(), None
             if challenge.scheme == "bearer":
                 scope = f"repository:{repository_path}:pull"
                 key = (credentials.fingerprint() if credentials else "", scope)
@@ -313,7 +313,7 @@ class RegistryClient:
                 if token is None:
                     token = await self._fetch_token(registry, challenge, scope, credentials)
                     state.tokens[key] = token
-                return f"Bearer {token}", scope
+                return f"Bearer {token}", key
         return None
 
     async def _fetch_token(self, registry: str, challenge: Challenge, scope: str,
@@ -375,8 +375,7 @@ class RegistryClient:
                 headers["Authorization"] = authorization[0]
             response, body = await self._read(URL(f"{self.base_url(registry)}{path}"), headers, registry, limit)
             if response.status == 401 and attempt == 0 and authorization and authorization[1]:
-                # an expired token: fetch a new one once
-                state.tokens.pop((credentials.fingerprint() if credentials else "", authorization[1]), None)
+                state.tokens.pop(authorization[1], None)  # an expired token: fetch a new one once
                 continue
             return response, body
         return response, body
