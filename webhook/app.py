@@ -233,10 +233,9 @@ def create_app(config: WebhookConfig) -> FastAPI:
         return review_response(review.uid, True, warnings=warnings, patch=patch, audit_annotations=audit)
 
     async def _pull_credentials(review: AdmissionRequest) -> PullCredentials:
-        refs = pull_secret_refs(review) if config.pull_credentials is not None and review.namespace else None
-        if refs is None or config.pull_credentials is None:
-            return NO_PULL_CREDENTIALS
-        return await config.pull_credentials(review.namespace, refs)
+        read = config.pull_credentials
+        refs = pull_secret_refs(review) if read is not None and review.namespace else None
+        return NO_PULL_CREDENTIALS if read is None or refs is None else await read(review.namespace, refs)
 
     # Labelled metric children, bound once: looking them up costs more per review than counting does.
     admissions = {(webhook, allowed): ADMISSIONS.labels(webhook, _outcome(allowed))
