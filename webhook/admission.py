@@ -201,6 +201,33 @@ def object_images(request: AdmissionRequest) -> list[PodImage] | None:
     return images
 
 
+@dataclass(frozen=True, slots=True)
+class PullSecretRefs:
+    """What a pod spec says about its pull credentials: the Secrets it names, and its ServiceAccount."""
+
+    secrets: tuple[str, ...]
+    service_account: str
+
+
+def pull_secret_refs(request: AdmissionRequest) -> PullSecretRefs | None:
+    """The pull Secrets and ServiceAccount of the pod spec the object carries; None when it carries none (the
+    EphemeralContainers kind of Kubernetes 1.20-1.21 sends only the new containers)."""
+    path = POD_SPEC_PATHS.get((request.group, request.kind))
+    if not path:
+        return None
+    spec: Any = request.obj
+    for part in path:
+        spec = spec.get(part) if isinstance(spec, dict) else None
+    if not isinstance(spec, dict):
+        return None
+    entries = spec.get("imagePullSecrets")
+    names = tuple(dict.fromkeys(entry["name"] for entry in entries if isinstance(entry, dict)
+                                and isinstance(entry.get("name"), str) and entry["name"])
+                  ) if isinstance(entries, list) else ()
+    account = spec.get("serviceAccountName") or spec.get("serviceAccount") or "default"
+    return PullSecretRefs(names, account if isinstance(account, str) else "default")
+
+
 def fit_message(parts: Sequence[str], limit: int = MAX_MESSAGE_CHARS) -> str:
     message = "; ".join(parts)
     return message if len(message) <= limit else message[: limit - 15] + " ... (cut)"

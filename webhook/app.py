@@ -26,11 +26,14 @@ from starlette.routing import Route
 from webhook.admission import (
     AUDIT_POLICY_GENERATION,
     MAX_CONTAINERS_PER_POD,
+    AdmissionRequest,
     BadReviewError,
+    PullSecretRefs,
     digest_pins,
     fit_message,
     object_images,
     parse_review,
+    pull_secret_refs,
     review_response,
 )
 from webhook.metrics import CERTIFICATE_EXPIRY, POLICY_GENERATION, TRUST_KEY_EXPIRY
@@ -38,6 +41,7 @@ from webhook.pipeline import AdmissionContext, Pipeline, VerificationCaches, Ver
 from webhook.policy.compile import PolicySet
 from webhook.policy.scope import RegistryScope
 from webhook.registry.client import RegistryClient, RegistrySettings
+from webhook.registry.keyring import NO_PULL_CREDENTIALS, PullCredentials
 from webhook.tls import CertificateExpiry
 from webhook.trust import expires_at
 
@@ -85,6 +89,8 @@ class WebhookConfig:
     # Labels of a namespace for TrustPolicy namespaceSelectors; None when they cannot be read, and then no
     # selector exempts an image.
     namespace_labels: Callable[[str], Awaitable[Mapping[str, str] | None]] = _labels_unknown
+    # The pull credentials of a pod (its namespace and what its spec names); None: pods' own are not used.
+    pull_credentials: Callable[[str, PullSecretRefs], Awaitable[PullCredentials]] | None = None
     max_containers_per_pod: int = MAX_CONTAINERS_PER_POD
     drain: Drain = field(default_factory=Drain)
     # The PEM file being served, for its expiry metric.
@@ -196,7 +202,8 @@ def create_app(config: WebhookConfig) -> FastAPI:
             return review_response(review.uid, False, "trustgate is not ready: no policy loaded")
         labels = await config.namespace_labels(review.namespace) if review.namespace else None
         mutating = webhook == "mutate"
-        context = AdmissionContext(namespace_labels=labels, enforce_require_digest=not mutating)
+        context = AdmissionContext(namespace_labels=labels, enforce_require_digest=not mutating,
+                                   pull_credentials=await _pull_credentials(review))
         verdicts = await pipeline.verify_images([image.image for image in images], context)
         # Every field naming an image, so that a denial points at each place it is used (a container and a volume).
         fields: dict[str, list[str]] = {}
@@ -224,6 +231,11 @@ def create_app(config: WebhookConfig) -> FastAPI:
             return review_response(review.uid, False, message, warnings, audit_annotations=audit)
         patch = digest_pins(images, verdicts) if mutating else []
         return review_response(review.uid, True, warnings=warnings, patch=patch, audit_annotations=audit)
+
+    async def _pull_credentials(review: AdmissionRequest) -> PullCredentials:
+        read = config.pull_credentials
+        refs = pull_secret_refs(review) if read is not None and review.namespace else None
+        return NO_PULL_CREDENTIALS if read is None or refs is None else await read(review.namespace, refs)
 
     # Labelled metric children, bound once: looking them up costs more per review than counting does.
     admissions = {(webhook, allowed): ADMISSIONS.labels(webhook, _outcome(allowed))

@@ -113,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--shutdown-delay", type=float, default=0.0, metavar="SECONDS",
                        help="after SIGTERM, keep answering this long while /readyz reports not ready, so that "
                             "endpoints stop sending first; then drain and exit (default: %(default)g)")
+    serve.add_argument("--no-pod-pull-secrets", action="store_true",
+                       help="in-cluster mode: do not read a pod's imagePullSecrets (or its ServiceAccount's) to "
+                            "authenticate to its registries; only --registry-auth is used")
     serve.add_argument("--max-containers-per-pod", type=int, default=MAX_CONTAINERS_PER_POD, metavar="N",
                        help="a pod naming more images (containers and image volumes) is denied unverified "
                             "(default: %(default)s)")
@@ -259,6 +262,8 @@ def run_serve(args: argparse.Namespace) -> int:
         raise UsageError("--shutdown-delay must not be negative")
     if args.namespace is not None:
         return _serve_in_cluster(args, registry_settings, settings)
+    if args.no_pod_pull_secrets:
+        raise UsageError("--no-pod-pull-secrets applies to the in-cluster mode (--namespace) only")
     return _serve_directory(args, registry_settings, settings)
 
 
@@ -292,7 +297,7 @@ def _serve_in_cluster(args: argparse.Namespace, registry_settings: RegistrySetti
     import uvicorn
 
     from webhook.app import Drain, InLoop, WebhookConfig, create_app
-    from webhook.cluster import ClusterSource
+    from webhook.cluster import ClusterSource, PodPullCredentials
     from webhook.serving import serve
 
     source = ClusterSource(args.namespace)
@@ -307,8 +312,9 @@ def _serve_in_cluster(args: argparse.Namespace, registry_settings: RegistrySetti
         return source.follow(in_loop, install, reload_tls if tls_from_cluster else None)
 
     drain = Drain()
+    pull_credentials = None if args.no_pod_pull_secrets else PodPullCredentials(source.core)
     app = create_app(WebhookConfig(None, registry_settings, settings, follow=follow,
-                                   namespace_labels=source.namespace_labels,
+                                   namespace_labels=source.namespace_labels, pull_credentials=pull_credentials,
                                    max_containers_per_pod=args.max_containers_per_pod, drain=drain,
                                    serving_certificate=cert))
     server_config = uvicorn.Config(app, **server_options(args.host, args.port, cert, key))

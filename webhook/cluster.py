@@ -9,11 +9,16 @@ timeout or error), so a webhook replica sees a new bundle within moments and no 
   review is denied.
 - TLS: the serving certificate the controller issues; written to a private directory and loaded into the
   live TLS context, so a rotated certificate is used for new connections without a restart.
+
+A pod's own pull credentials are read on demand instead (see `PodPullCredentials`): watching every Secret of
+every namespace would need the right to list them all and keep all of them in memory.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import functools
 import logging
 import os
 import threading
@@ -25,10 +30,14 @@ from typing import Any
 from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 
+from webhook.admission import PullSecretRefs
 from webhook.app import InLoop
 from webhook.bundle import BUNDLE_KEY, BUNDLE_SECRET, BundleError, compile_bundle, decode_bundle
+from webhook.cache import ExpiringLRU, SingleFlight
 from webhook.metrics import POLICY_LOAD_ERRORS
 from webhook.policy.compile import PolicySet
+from webhook.registry.auth import Credentials, CredentialsError
+from webhook.registry.keyring import PullCredentials, pull_secret_entries
 from webhook.tls import TLS_FILES
 from webhook.verifiers.base import VerifierPlugin, discover_verifiers
 
@@ -39,6 +48,13 @@ WATCH_TIMEOUT_SECONDS = 240
 RETRY_SECONDS = 2.0
 
 SecretData = Mapping[str, bytes]
+
+# How long a pull Secret or ServiceAccount read for a pod is reused: a changed or deleted Secret counts after
+# at most this long.
+PULL_SECRET_CACHE_SECONDS = 30.0
+PULL_SECRET_CACHE_ENTRIES = 2_000
+# One read of the API server for a review; what it cannot read in time is not used (the pod may be denied).
+PULL_SECRET_READ_SECONDS = 3.0
 
 
 def load_client_configuration() -> None:
@@ -128,6 +144,95 @@ class NamespaceLabels:
 
     async def __call__(self, namespace: str) -> Mapping[str, str] | None:
         return self._labels.get(namespace)
+
+
+@functools.lru_cache(maxsize=PULL_SECRET_CACHE_ENTRIES)
+def _credential_set(entries: tuple[tuple[str, Credentials], ...]) -> PullCredentials:
+    """Made once per distinct set: its identity is a keyed hash over every entry."""
+    return PullCredentials.of(entries)
+
+
+class PodPullCredentials:
+    """The pull credentials the kubelet will use for a pod: its `imagePullSecrets`, or, when it names none, its
+    ServiceAccount's (as the ServiceAccount admission plugin fills them in), read from the pod's namespace.
+
+    Read on demand (`get` on the named objects only) and kept for PULL_SECRET_CACHE_SECONDS, so admitting pods
+    in a namespace costs two reads per half minute. A missing or unusable Secret is skipped, as the kubelet
+    skips it; one that cannot be read now (API error, timeout) is skipped for this review and asked for again
+    next time. Either way the pod is verified without it, which can only deny, never admit, more.
+    """
+
+    def __init__(self, core: client.CoreV1Api) -> None:
+        self.core = core
+        self._secrets: ExpiringLRU[tuple[str, str], tuple[tuple[str, Credentials], ...]] = ExpiringLRU(
+            "pull_secret", PULL_SECRET_CACHE_ENTRIES)
+        self._accounts: ExpiringLRU[tuple[str, str], tuple[str, ...]] = ExpiringLRU(
+            "service_account", PULL_SECRET_CACHE_ENTRIES)
+        self._reading_secrets: SingleFlight[tuple[str, str], tuple[tuple[str, Credentials], ...]] = SingleFlight(
+            "pull_secret")
+        self._reading_accounts: SingleFlight[tuple[str, str], tuple[str, ...]] = SingleFlight("service_account")
+
+    async def __call__(self, namespace: str, refs: PullSecretRefs) -> PullCredentials:
+        names = refs.secrets or await self._account_secrets(namespace, refs.service_account)
+        # One by one: a kept Secret is answered without suspending, and a pod rarely names more than one.
+        found = [await self._secret(namespace, name) for name in names]
+        return _credential_set(tuple(entry for entries in found for entry in entries))
+
+    async def _account_secrets(self, namespace: str, account: str) -> tuple[str, ...]:
+        key = (namespace, account)
+        cached = self._accounts.get(key)
+        if cached is not None:
+            return cached
+
+        async def read() -> tuple[str, ...]:
+            found = await self._read(f"ServiceAccount {namespace}/{account}",
+                                     self.core.read_namespaced_service_account, account, namespace)
+            if found is None:
+                return ()
+            account_object = found[0]
+            names = () if account_object is None else tuple(
+                reference.name for reference in account_object.image_pull_secrets or () if reference.name)
+            self._accounts.put(key, names, PULL_SECRET_CACHE_SECONDS)
+            return names
+
+        return await self._reading_accounts.run(key, read)
+
+    async def _secret(self, namespace: str, name: str) -> tuple[tuple[str, Credentials], ...]:
+        key = (namespace, name)
+        cached = self._secrets.get(key)
+        if cached is not None:
+            return cached
+
+        async def read() -> tuple[tuple[str, Credentials], ...]:
+            what = f"pull secret {namespace}/{name}"
+            found = await self._read(what, self.core.read_namespaced_secret, name, namespace)
+            if found is None:
+                return ()
+            secret = found[0]
+            entries: tuple[tuple[str, Credentials], ...] = ()
+            if secret is not None:
+                try:
+                    entries = tuple(pull_secret_entries(secret.type or "", _decoded(secret), what))
+                except CredentialsError as exc:  # names the Secret and the entry, never a credential
+                    log.warning("%s not used: %s", what, exc)
+            self._secrets.put(key, entries, PULL_SECRET_CACHE_SECONDS)
+            return entries
+
+        return await self._reading_secrets.run(key, read)
+
+    @staticmethod
+    async def _read(what: str, read: Callable[..., Any], name: str, namespace: str) -> tuple[Any] | None:
+        """(the object or None when it does not exist), or None when it cannot be read now."""
+        try:
+            return (await asyncio.to_thread(read, name, namespace, _request_timeout=PULL_SECRET_READ_SECONDS),)
+        except ApiException as exc:
+            if exc.status == 404:
+                log.warning("%s does not exist; pods naming it are verified without it", what)
+                return (None,)
+            log.warning("cannot read %s (%s %s); verifying without it", what, exc.status, exc.reason)
+        except Exception as exc:
+            log.warning("cannot read %s (%s); verifying without it", what, exc.__class__.__name__)
+        return None
 
 
 class BundleLoader:

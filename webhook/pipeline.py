@@ -21,6 +21,7 @@ from webhook.metrics import VERIFICATION_SECONDS, VERIFICATIONS_IN_FLIGHT
 from webhook.policy.compile import AuthorityRules, CompiledPolicy, PolicySet
 from webhook.references import ImageReference, InvalidReferenceError, parse_reference
 from webhook.registry.client import RegistryClient, RegistryError
+from webhook.registry.keyring import NO_PULL_CREDENTIALS, PullCredentials
 from webhook.results import Result, at_least
 
 log = logging.getLogger(__name__)
@@ -62,20 +63,26 @@ MANIFEST_CACHE_ENTRIES = 1_000
 
 class VerificationCaches:
     """State shared by every policy generation a webhook serves: what the registry said, and verdicts (keyed
-    by generation, so a new generation never sees the old one's)."""
+    by generation, so a new generation never sees the old one's).
+
+    Every key also carries the identity of the pull credentials the registry was asked with: what a registry
+    showed one namespace's credentials (a tag, a manifest, signatures, a verdict) never decides an image for
+    pods with other credentials, which may not be allowed to read it at all.
+    """
 
     def __init__(self, settings: VerifySettings, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
-        self.manifests: ExpiringLRU[tuple[str, str], tuple[bytes, str]] = ExpiringLRU(
+        # (credential identity, repository, digest or tag)
+        self.manifests: ExpiringLRU[tuple[str, str, str], tuple[bytes, str]] = ExpiringLRU(
             "manifest", MANIFEST_CACHE_ENTRIES, clock)
-        self.tags: ExpiringLRU[tuple[str, str], str] = ExpiringLRU("tag", settings.cache_entries, clock)
+        self.tags: ExpiringLRU[tuple[str, str, str], str] = ExpiringLRU("tag", settings.cache_entries, clock)
         self.verdicts: ExpiringLRU[tuple[object, ...], Result] = ExpiringLRU("verdict", settings.cache_entries,
                                                                              clock)
         # Whole image verdicts, each kept until the first of the entries it was decided from expires.
         self.images: ExpiringLRU[tuple[object, ...], ImageVerdict] = ExpiringLRU("image", settings.cache_entries,
                                                                                   clock)
-        self.resolving: SingleFlight[tuple[str, str], tuple[ResolvedImage, float]] = SingleFlight("resolve")
-        self.fetching: SingleFlight[tuple[str, str], tuple[bytes, str]] = SingleFlight("manifest")
+        self.resolving: SingleFlight[tuple[str, str, str], tuple[ResolvedImage, float]] = SingleFlight("resolve")
+        self.fetching: SingleFlight[tuple[str, str, str], tuple[bytes, str]] = SingleFlight("manifest")
         self.verifying: SingleFlight[tuple[object, ...], tuple[float, Result]] = SingleFlight("verdict")
         self._registry_slots: dict[str, asyncio.Semaphore] = {}
         self._slots_per_registry = settings.max_parallel_per_registry
@@ -93,9 +100,21 @@ class AdmissionContext:
     namespace_labels: Mapping[str, str] | None = None
     # False for the mutating webhook, whose job is to add the digest that requireDigest asks for.
     enforce_require_digest: bool = True
+    # The pod's own pull credentials (its imagePullSecrets, else its ServiceAccount's), offered before the
+    # configured ones.
+    pull_credentials: PullCredentials = NO_PULL_CREDENTIALS
 
 
 UNKNOWN_CONTEXT = AdmissionContext()
+
+
+@dataclass(frozen=True)
+class _Access:
+    """How one image is read: the registry client offering the pod's credentials, and their identity (part of
+    every cache key)."""
+
+    registry: RegistryClient
+    identity: str
 
 
 class Freshness:
@@ -162,7 +181,8 @@ class Pipeline:
         """
         caches = self._caches
         labels = None if context.namespace_labels is None else frozenset(context.namespace_labels.items())
-        keys = {image: (self.policies.generation, image, labels, context.enforce_require_digest)
+        identity = context.pull_credentials.identity
+        keys = {image: (self.policies.generation, identity, image, labels, context.enforce_require_digest)
                 for image in images}
         known: dict[str, ImageVerdict] = {}
         for image, key in keys.items():
@@ -201,6 +221,8 @@ class Pipeline:
         return ImageVerdict(image, allowed, result, generation=self.policies.generation, **kwargs)  # type: ignore[arg-type]
 
     async def _verify(self, image: str, context: AdmissionContext, freshness: Freshness) -> ImageVerdict:
+        pull = context.pull_credentials
+        access = _Access(self.registry.with_pull_credentials(pull) if pull else self.registry, pull.identity)
         try:
             reference = parse_reference(image).with_default_tag()
         except InvalidReferenceError as exc:
@@ -226,10 +248,11 @@ class Pipeline:
                 # A digest reference names its target at once: its signatures are searched while its manifest
                 # is fetched. A tag is resolved first.
                 if reference.digest is None:
-                    target = (await self._resolve_tag(reference, freshness)).target
+                    target = (await self._resolve_tag(access, reference, freshness)).target
                 else:
                     target = ImageTarget(reference, reference.digest)
-                checked = await _all([self._check_policy(policy, target, freshness) for policy in to_check])
+                checked = await _all([self._check_policy(access, policy, target, freshness)
+                                      for policy in to_check])
                 digest = target.digest
             except RegistryError as exc:
                 freshness.bound(float("-inf"))  # a registry fault is asked about again next time
@@ -277,42 +300,42 @@ class Pipeline:
                              violations=tuple((policy.name, policy.mode) for policy, _ in failed),
                              audit_findings=tuple(audit_findings))
 
-    async def _resolve_tag(self, reference: ImageReference, freshness: Freshness) -> ResolvedImage:
+    async def _resolve_tag(self, access: _Access, reference: ImageReference, freshness: Freshness) -> ResolvedImage:
         """The manifest a tag names now, asking the registry once for any number of concurrent callers; the
         answer holds only as long as the tag cache keeps it."""
         caches = self._caches
         repository = reference.repository
-        tagged = caches.tags.lookup((repository, reference.tag or ""))
+        tag_key = (access.identity, repository, reference.tag or "")
+        tagged = caches.tags.lookup(tag_key)
         if tagged is not None:
             expires, digest = tagged
             freshness.bound(expires)
-            return await self._manifest(ImageTarget(reference, digest))
+            return await self._manifest(access, ImageTarget(reference, digest))
 
         async def fetch() -> tuple[ResolvedImage, float]:
             async with caches.registry_slot(reference.domain):
-                resolved = await self.registry.resolve(reference)
-            caches.manifests.put((repository, resolved.digest), (resolved.manifest, resolved.media_type),
-                                 MANIFEST_CACHE_SECONDS)
-            return resolved, caches.tags.put((repository, reference.tag or ""), resolved.digest,
-                                             self.settings.tag_cache_seconds)
+                resolved = await access.registry.resolve(reference)
+            caches.manifests.put((access.identity, repository, resolved.digest),
+                                 (resolved.manifest, resolved.media_type), MANIFEST_CACHE_SECONDS)
+            return resolved, caches.tags.put(tag_key, resolved.digest, self.settings.tag_cache_seconds)
 
-        resolved, expires = await caches.resolving.run((repository, reference.tag or ""), fetch)
+        resolved, expires = await caches.resolving.run(tag_key, fetch)
         freshness.bound(expires)
         return ResolvedImage(reference, resolved.digest, resolved.manifest, resolved.media_type)
 
-    async def _manifest(self, target: ImageTarget) -> ResolvedImage:
+    async def _manifest(self, access: _Access, target: ImageTarget) -> ResolvedImage:
         """The manifest a digest names (immutable, so kept long), fetched once for concurrent callers.
 
         Fetched by digest even for an image admitted by tag: the tag may have moved since it named `target`.
         """
         caches = self._caches
         reference = target.reference
-        key = (reference.repository, target.digest)
+        key = (access.identity, reference.repository, target.digest)
         cached = caches.manifests.get(key)
         if cached is None:
             async def fetch() -> tuple[bytes, str]:
                 async with caches.registry_slot(reference.domain):
-                    resolved = await self.registry.resolve(reference.with_digest(target.digest))
+                    resolved = await access.registry.resolve(reference.with_digest(target.digest))
                 caches.manifests.put(key, (resolved.manifest, resolved.media_type), MANIFEST_CACHE_SECONDS)
                 return resolved.manifest, resolved.media_type
 
@@ -324,32 +347,34 @@ class Pipeline:
         assert self.caches is not None  # set in __post_init__
         return self.caches
 
-    async def _check_policy(self, policy: CompiledPolicy, target: ImageTarget, freshness: Freshness) -> Result:
+    async def _check_policy(self, access: _Access, policy: CompiledPolicy, target: ImageTarget,
+                            freshness: Freshness) -> Result:
         subject = f"policy {policy.name}"
         # An index is parsed for its children only for policies that deny digests at all (not on the hot path).
         if policy.denied_digests:
-            image = await self._manifest(target)
+            image = await self._manifest(access, target)
             denied = policy.denied_digests & {image.digest, *image.child_digests()}
             if denied:
                 which = "the image" if image.digest in denied else f"its child manifest {sorted(denied)[0]}"
                 return Result.fail(subject, "digest.denied",
                                    f"{which} is listed in deniedDigests ({image.digest}); never admitted")
-        results = await _all([self._cached_authority(policy, rules, target, freshness)
+        results = await _all([self._cached_authority(access, policy, rules, target, freshness)
                               for rules in policy.authorities])
         return at_least(subject, policy.threshold, results, what="authorities")
 
-    async def _cached_authority(self, policy: CompiledPolicy, rules: AuthorityRules, target: ImageTarget,
-                                freshness: Freshness) -> Result:
+    async def _cached_authority(self, access: _Access, policy: CompiledPolicy, rules: AuthorityRules,
+                                target: ImageTarget, freshness: Freshness) -> Result:
         """An authority's verdict on (reference, digest) within this policy generation, computed once."""
         caches = self._caches
         # The reference is part of the key: identity rules judge the name an image is admitted under.
-        key = (self.policies.generation, policy.name, rules.name, str(target.reference), target.digest)
+        key = (self.policies.generation, access.identity, policy.name, rules.name, str(target.reference),
+               target.digest)
         cached = caches.verdicts.lookup(key)
         if cached is None:
             async def verify() -> tuple[float, Result]:
                 started = time.perf_counter()
                 with VERIFICATIONS_IN_FLIGHT.track_inprogress():
-                    result = await self._check_authority(rules, target)
+                    result = await self._check_authority(access, rules, target)
                 VERIFICATION_SECONDS.labels(rules.verifier.verifier_type, "passed" if result.passed else "failed"
                                             ).observe(time.perf_counter() - started)
                 return caches.verdicts.put(key, result, self._verdict_lifetime(result, rules)), result
@@ -371,16 +396,16 @@ class Pipeline:
                     lifetime = min(lifetime, check.signed_at + rules.max_signature_age_seconds - now)
         return lifetime
 
-    async def _check_authority(self, rules: AuthorityRules, target: ImageTarget) -> Result:
+    async def _check_authority(self, access: _Access, rules: AuthorityRules, target: ImageTarget) -> Result:
         authority = rules.verifier
         subject = f"authority {authority.name} ({authority.verifier_type})"
 
         async def collect() -> list[Collected]:
             async with self._caches.registry_slot(target.reference.domain):
-                return await asyncio.gather(*(source.collect(target, self.registry)
+                return await asyncio.gather(*(source.collect(target, access.registry)
                                               for source in authority.sources(target)))
 
-        collected, image = await asyncio.gather(collect(), self._manifest(target))
+        collected, image = await asyncio.gather(collect(), self._manifest(access, target))
         problems = [Result.fail(where, "signature.source", message)
                     for found in collected for where, message in found.problems]
         materials: list[SignatureMaterial] = []

@@ -367,6 +367,19 @@ def test_secret_read_access_is_limited_to_the_named_namespaces() -> None:
                                                    "namespace": NAMESPACE}]]
 
 
+def test_pod_pull_secrets_value_sets_the_flag_and_the_read_access() -> None:
+    def pull_rules(documents: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [rule for rule in _rules(documents)[("ClusterRole", "trustgate-webhook", None)]
+                if {"secrets", "serviceaccounts"} & set(rule["resources"])]
+
+    enabled = render()
+    assert not build_parser().parse_args(container_args(enabled, "trustgate-webhook")).no_pod_pull_secrets
+    assert pull_rules(enabled) == [{"apiGroups": [""], "resources": ["secrets", "serviceaccounts"], "verbs": ["get"]}]
+    disabled = render("--set", "webhook.podPullSecrets=false")
+    assert build_parser().parse_args(container_args(disabled, "trustgate-webhook")).no_pod_pull_secrets
+    assert pull_rules(disabled) == []
+
+
 def test_chart_readme_explains_every_permission_granted() -> None:
     """Each (resource, verb) of every role appears in the README's permission table, and nothing more."""
     table = (CHART / "README.md").read_text().split("## Permissions", 1)[1].split("\n## ", 1)[0]

@@ -4,6 +4,7 @@ keys a verdict is stored under, and lifetimes on an injected clock."""
 from __future__ import annotations
 
 import asyncio
+import copy
 import hashlib
 import json
 from collections.abc import Sequence
@@ -18,7 +19,9 @@ from webhook.cache import ExpiringLRU, SingleFlight
 from webhook.pipeline import AdmissionContext, ImageVerdict, Pipeline, VerificationCaches, VerifySettings
 from webhook.policy.compile import PolicySet, compile_policy_set
 from webhook.references import ImageReference
+from webhook.registry.auth import Credentials
 from webhook.registry.client import RegistryError
+from webhook.registry.keyring import PullCredentials
 from webhook.results import Result
 from webhook.sources.base import SignatureSource
 from webhook.verifiers.base import CompiledAuthority, VerifierPlugin, discover_verifiers
@@ -530,3 +533,98 @@ def test_one_registry_slot_still_lets_every_image_through() -> None:
     images += [f"registry.example.com/app{index}:v1" for index in range(3)]
     verdicts = asyncio.run(verifier.verify_images(images))
     assert all(verdict.allowed for verdict in verdicts), [verdict.reasons for verdict in verdicts]
+
+
+# --- one namespace's credentials never decide another's pod -----------------------------------------------------
+
+TEAM_A = Credentials("team-a", "a-password")
+CONTEXT_A = AdmissionContext(pull_credentials=PullCredentials.of([("registry.example.com", TEAM_A)]))
+CONTEXT_B = AdmissionContext(pull_credentials=PullCredentials.of(
+    [("registry.example.com", Credentials("team-b", "b-password"))]))
+CONTEXT_NONE = AdmissionContext()
+
+
+class PrivateRegistry(CountingRegistry):
+    """Serves manifests only to a view offering team A's credentials; its signatures (like a lookaside's) are
+    public. Records every manifest request with whether it was made with team A's credentials."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.with_team_a = False
+        self.asked: list[tuple[str, bool]] = []
+        self.gate.set()
+
+    def with_pull_credentials(self, pull: PullCredentials) -> PrivateRegistry:
+        view = copy.copy(self)  # shares what it records
+        view.with_team_a = TEAM_A in pull.lookup("registry.example.com", "app")
+        return view
+
+    async def resolve(self, reference: ImageReference) -> ResolvedImage:
+        self.asked.append((str(reference), self.with_team_a))
+        if not self.with_team_a:
+            raise RegistryError(f"registry.example.com refused the credentials for manifest {reference} (HTTP 401)")
+        if reference.digest is None:
+            return await super().resolve(reference)
+        await self.gate.wait()
+        (data,) = (data for data in self.manifests.values()
+                   if f"sha256:{hashlib.sha256(data).hexdigest()}" == reference.digest)
+        return ResolvedImage(reference, reference.digest, data, "application/vnd.oci.image.manifest.v1+json")
+
+
+@pytest.mark.parametrize("other", [CONTEXT_B, CONTEXT_NONE], ids=["other-secret", "no-secret"])
+@pytest.mark.parametrize("by_digest", [False, True], ids=["tag", "digest"])
+@pytest.mark.parametrize("forget", [(), ("images",), ("images", "verdicts"), ("images", "verdicts", "tags")],
+                         ids=["warm", "no-image-verdicts", "no-authority-verdicts", "manifests-only"])
+def test_what_one_namespaces_credentials_read_never_decides_another_namespaces_pod(
+        other: AdmissionContext, by_digest: bool, forget: tuple[str, ...]) -> None:
+    """Each cache layer in turn answers the second pod (the ones above it forgotten): it must ask the registry
+    with its own credentials, and be refused."""
+    registry = PrivateRegistry()
+    digest = registry.add(IMAGE)
+    registry.signers[digest] = ["release"]
+    image = f"registry.example.com/app@{digest}" if by_digest else IMAGE
+    caches = VerificationCaches(VerifySettings())
+    verifier = pipeline(registry, policy_set(), caches)
+
+    async def main() -> tuple[ImageVerdict, ImageVerdict, ImageVerdict]:
+        first = await verifier.verify_image(image, CONTEXT_A)
+        for name in forget:
+            getattr(caches, name).clear()
+        registry.asked.clear()
+        second = await verifier.verify_image(image, other)
+        return first, second, await verifier.verify_image(image, CONTEXT_A)
+
+    admitted, denied, again = asyncio.run(main())
+    assert admitted.allowed and again.allowed
+    assert not denied.allowed
+    assert "refused the credentials" in "; ".join(denied.reasons) and "HTTP 401" in "; ".join(denied.reasons)
+    assert registry.asked[0] == (image, False)  # asked with its own credentials, before anything was used
+
+
+def test_concurrent_pods_with_different_credentials_share_no_computation() -> None:
+    registry = PrivateRegistry()
+    registry.signers[registry.add(IMAGE)] = ["release"]
+    verifier = pipeline(registry, policy_set())
+
+    async def main() -> list[ImageVerdict]:
+        registry.gate.clear()
+        pending = [asyncio.ensure_future(verifier.verify_image(IMAGE, context))
+                   for context in (CONTEXT_A, CONTEXT_B, CONTEXT_A, CONTEXT_NONE)]
+        for _ in range(10):
+            await asyncio.sleep(0)
+        registry.gate.set()
+        return list(await asyncio.gather(*pending))
+
+    assert [verdict.allowed for verdict in asyncio.run(main())] == [True, False, True, False]
+    assert sorted(registry.asked) == [(IMAGE, False), (IMAGE, False), (IMAGE, True)]
+
+
+def test_cache_keys_carry_the_credential_identity_and_no_credential() -> None:
+    registry = PrivateRegistry()
+    registry.signers[registry.add(IMAGE)] = ["release"]
+    caches = VerificationCaches(VerifySettings())
+    asyncio.run(pipeline(registry, policy_set(), caches).verify_image(IMAGE, CONTEXT_A))
+    identity = CONTEXT_A.pull_credentials.identity
+    for cache in (caches.images, caches.verdicts, caches.tags, caches.manifests):
+        assert cache._entries and all(identity in key for key in cache._entries)
+        assert all("a-password" not in str(key) for key in cache._entries)

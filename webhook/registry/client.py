@@ -7,6 +7,7 @@ compared with the digest it was asked for; a digest a registry states in a heade
 from __future__ import annotations
 
 import asyncio
+import copy
 import hashlib
 import logging
 import ssl
@@ -23,6 +24,7 @@ from webhook.artifacts import ResolvedImage
 from webhook.metrics import REGISTRY_REQUEST_SECONDS, REGISTRY_REQUESTS, registry_label
 from webhook.references import ImageReference, validate_digest
 from webhook.registry.auth import Challenge, Credentials, load_docker_config, parse_challenges
+from webhook.registry.keyring import NO_PULL_CREDENTIALS, PullCredentials
 from webhook.registry.mirrors import Endpoint, MirrorConfigError, RegistryMirrors
 from webhook.registry.network import (
     AddressPolicy,
@@ -92,8 +94,17 @@ class Manifest:
 class _RegistryState:
     challenges: list[Challenge] | None = None
     supports_signatures: bool = False
-    tokens: dict[str, str] = field(default_factory=dict)
+    # (fingerprint of the credentials the token was issued for, "" when anonymous; scope) -> token: a token
+    # one credential set obtained is never presented for another.
+    tokens: dict[tuple[str, str], str] = field(default_factory=dict)
     ping_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+@dataclass
+class _Pool:
+    """The pooled HTTP session, shared by a client and the views of it bound to pull credentials."""
+
+    http: aiohttp.ClientSession | None = None
 
 
 def _ssl_context(ca_file: str | None) -> ssl.SSLContext:
@@ -145,12 +156,20 @@ class RegistryClient:
         )
         self._ssl_context = _ssl_context(settings.ca_file)
         self._resolver = resolver
-        self._http: aiohttp.ClientSession | None = None
+        self._pool = _Pool()
         self._state: dict[str, _RegistryState] = {}
+        self._pull = NO_PULL_CREDENTIALS
+
+    def with_pull_credentials(self, pull: PullCredentials) -> RegistryClient:
+        """A view of this client that also offers `pull` (a pod's own credentials) to the registries they name,
+        before the configured ones; connections, scope and what registries announced stay shared."""
+        view = copy.copy(self)
+        view._pull = pull
+        return view
 
     def _session(self) -> aiohttp.ClientSession:
         """The pooled HTTP session, made on first use: aiohttp binds it to the running event loop."""
-        if self._http is None:
+        if self._pool.http is None:
             policy = AddressPolicy(self.settings.allowed_cidrs)
             connect_seconds = min(5.0, self.settings.timeout_seconds)
             connector = aiohttp.TCPConnector(
@@ -160,7 +179,7 @@ class RegistryClient:
                 use_dns_cache=False,  # a name is resolved (and checked) for each new connection, as DNS answers now
                 happy_eyeballs_delay=None,  # one address at a time, in the resolver's order
             )
-            self._http = aiohttp.ClientSession(
+            self._pool.http = aiohttp.ClientSession(
                 connector=connector,
                 # `connect` bounds waiting for a pooled connection too; `sock_read` applies to each read.
                 timeout=aiohttp.ClientTimeout(total=None, connect=self.settings.timeout_seconds,
@@ -170,11 +189,11 @@ class RegistryClient:
                 cookie_jar=aiohttp.DummyCookieJar(),  # a cookie set by one registry never reaches another
                 trust_env=False,  # no proxy or netrc from the environment: registries are reached directly
             )
-        return self._http
+        return self._pool.http
 
     async def aclose(self) -> None:
-        if self._http is not None:
-            await self._http.close()
+        if self._pool.http is not None:
+            await self._pool.http.close()
 
     def base_url(self, registry: str) -> str:
         scheme = "http" if registry in self.settings.insecure_registries else "https"
@@ -273,20 +292,31 @@ class RegistryClient:
                 )
         return state
 
-    async def _authorization(self, registry: str, repository_path: str, state: _RegistryState) -> str | None:
-        credentials = self._credentials.get(registry)
+    def _candidates(self, registry: str, repository_path: str) -> list[Credentials | None]:
+        """The credentials to offer `registry`, in order: the pod's own that match the image (as the kubelet
+        matches them), then the configured ones for the registry; nothing (anonymous) when there are none."""
+        candidates: list[Credentials | None] = [*self._pull.lookup(registry, repository_path)]
+        configured = self._credentials.get(registry)
+        if configured is not None and configured not in candidates:
+            candidates.append(configured)
+        return candidates or [None]
+
+    async def _authorization(self, registry: str, repository_path: str, state: _RegistryState,
+                             credentials: Credentials | None) -> tuple[str, tuple[str, str] | None] | None:
+        """(Authorization header, the key of the token it carries) for a request with `credentials`."""
         for challenge in state.challenges or []:
             if challenge.scheme == "basic":
                 if credentials is None:
                     raise RegistryError(f"{registry} requires credentials and none are configured for it")
-                return credentials.basic_header()
+                return credentials.basic_header(), None
             if challenge.scheme == "bearer":
                 scope = f"repository:{repository_path}:pull"
-                token = state.tokens.get(scope)
+                key = (credentials.fingerprint() if credentials else "", scope)
+                token = state.tokens.get(key)
                 if token is None:
                     token = await self._fetch_token(registry, challenge, scope, credentials)
-                    state.tokens[scope] = token
-                return f"Bearer {token}"
+                    state.tokens[key] = token
+                return f"Bearer {token}", key
         return None
 
     async def _fetch_token(self, registry: str, challenge: Challenge, scope: str,
@@ -372,14 +402,28 @@ class RegistryClient:
         """GET an API path of one registry, authenticating as it asks."""
         registry = reference.domain
         state = await self._ping(registry)
+        *earlier, last = self._candidates(registry, reference.path)
+        # Each candidate in turn until the registry accepts one, as the kubelet pulls; the last one's answer stands.
+        for credentials in earlier:
+            try:
+                response, body = await self._get_as(reference, path, accept, limit, state, credentials)
+            except RegistryError:
+                continue  # e.g. its token service refused these credentials
+            if response.status not in (401, 403):
+                return response, body
+        return await self._get_as(reference, path, accept, limit, state, last)
+
+    async def _get_as(self, reference: ImageReference, path: str, accept: str | None, limit: int,
+                      state: _RegistryState, credentials: Credentials | None) -> tuple[aiohttp.ClientResponse, bytes]:
+        registry = reference.domain
         headers = {"Accept": accept} if accept else {}
         for attempt in range(2):
-            authorization = await self._authorization(registry, reference.path, state)
+            authorization = await self._authorization(registry, reference.path, state, credentials)
             if authorization:
-                headers["Authorization"] = authorization
+                headers["Authorization"] = authorization[0]
             response, body = await self._read(URL(f"{self.base_url(registry)}{path}"), headers, registry, limit)
-            if response.status == 401 and attempt == 0 and state.tokens:
-                state.tokens.clear()  # an expired token: fetch a new one once
+            if response.status == 401 and attempt == 0 and authorization and authorization[1]:
+                state.tokens.pop(authorization[1], None)  # an expired token: fetch a new one once
                 continue
             return response, body
         return response, body
