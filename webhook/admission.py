@@ -201,9 +201,15 @@ def object_images(request: AdmissionRequest) -> list[PodImage] | None:
     return images
 
 
-def fit_message(parts: Sequence[str], limit: int = MAX_MESSAGE_CHARS) -> str:
+def fit_message(parts: Sequence[str], footer: str = "", limit: int = MAX_MESSAGE_CHARS) -> str:
+    """The parts joined within `limit` characters (the API server keeps a denial's message short); the footer
+    is never cut."""
+    tail = f". {footer}" if footer else ""
+    room = limit - len(tail)
     message = "; ".join(parts)
-    return message if len(message) <= limit else message[: limit - 15] + " ... (cut)"
+    if len(message) > room:
+        message = message[: room - 10] + " ... (cut)"
+    return message + tail
 
 
 def fit_warnings(warnings: Sequence[str]) -> list[str]:
