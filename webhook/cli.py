@@ -289,6 +289,7 @@ def _serve_in_cluster(args: argparse.Namespace, registry_settings: RegistrySetti
 
     from webhook.app import Drain, InLoop, WebhookConfig, create_app
     from webhook.cluster import ClusterSource
+    from webhook.events import recorder_for_cluster
     from webhook.serving import serve
 
     source = ClusterSource(args.namespace)
@@ -303,13 +304,18 @@ def _serve_in_cluster(args: argparse.Namespace, registry_settings: RegistrySetti
         return source.follow(in_loop, install, reload_tls if tls_from_cluster else None)
 
     drain = Drain()
+    events = recorder_for_cluster()
     app = create_app(WebhookConfig(None, registry_settings, settings, follow=follow,
                                    namespace_labels=source.namespace_labels,
                                    max_containers_per_pod=args.max_containers_per_pod, drain=drain,
-                                   serving_certificate=cert))
+                                   serving_certificate=cert, findings=events.report))
     server_config = uvicorn.Config(app, **server_options(args.host, args.port, cert, key))
     server_config.load()
-    return serve(server_config, drain, args.shutdown_delay)
+    events.start()
+    try:
+        return serve(server_config, drain, args.shutdown_delay)
+    finally:
+        events.stop()
 
 
 def run_controller(args: argparse.Namespace) -> int:

@@ -31,7 +31,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("verifiers", ("webhook.verifiers.*",)),
     ("configuration", ("webhook.config", "webhook.policy.compile", "webhook.policy.scope", "webhook.bundle")),
     ("decision", ("webhook.pipeline", "webhook.admission")),
-    ("serving", ("webhook.tls", "webhook.app", "webhook.serving", "webhook.cluster")),
+    ("serving", ("webhook.tls", "webhook.app", "webhook.serving", "webhook.cluster", "webhook.events")),
     ("controller", ("controller.*",)),
     ("command line", ("webhook.cli", "webhook.__main__")),
 )
