@@ -321,10 +321,7 @@ def _decision(review: AdmissionRequest, webhook: str, generation: int,
         "verdict": _outcome(all(verdict.allowed for verdict, _ in distinct)),
         "codes": list(dict.fromkeys(code for verdict, _ in distinct for code in verdict.codes)),
         "cached": all(cached for _, cached in distinct),
-        "images": [{"image": verdict.image, "field": where[verdict.image], "digest": verdict.digest,
-                    "verdict": _outcome(verdict.allowed), "policies": list(verdict.policies),
-                    "authorities": list(verdict.authorities), "codes": verdict.codes, "reasons": verdict.reasons,
-                    "cached": cached}
+        "images": [{**verdict.log_fields, "field": where[verdict.image], "cached": cached}
                    for verdict, cached in distinct],
     })
 

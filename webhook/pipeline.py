@@ -137,6 +137,13 @@ class ImageVerdict:
         """Public codes of why the image failed (also when a warn or audit policy let it through)."""
         return self.result.failure_codes()
 
+    @cached_property
+    def log_fields(self) -> dict[str, object]:
+        """What the decision log says of this verdict, gathered once however often it is answered from cache."""
+        return {"image": self.image, "digest": self.digest, "verdict": "admitted" if self.allowed else "denied",
+                "policies": list(self.policies), "authorities": list(self.authorities), "codes": self.codes,
+                "reasons": self.reasons}
+
     def to_dict(self) -> dict[str, object]:
         return {
             "image": self.image,
