@@ -228,9 +228,15 @@ def pull_secret_refs(request: AdmissionRequest) -> PullSecretRefs | None:
     return PullSecretRefs(names, account if isinstance(account, str) else "default")
 
 
-def fit_message(parts: Sequence[str], limit: int = MAX_MESSAGE_CHARS) -> str:
+def fit_message(parts: Sequence[str], footer: str = "", limit: int = MAX_MESSAGE_CHARS) -> str:
+    """The parts joined within `limit` characters (the API server keeps a denial's message short); the footer
+    is never cut."""
+    tail = f". {footer}" if footer else ""
+    room = limit - len(tail)
     message = "; ".join(parts)
-    return message if len(message) <= limit else message[: limit - 15] + " ... (cut)"
+    if len(message) > room:
+        message = message[: room - 10] + " ... (cut)"
+    return message + tail
 
 
 def fit_warnings(warnings: Sequence[str]) -> list[str]:

@@ -9,6 +9,7 @@ Ignore` would turn into an admission.
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import logging
 import time
@@ -36,8 +37,10 @@ from webhook.admission import (
     pull_secret_refs,
     review_response,
 )
+from webhook.codes import KIND_UNSUPPORTED, NOT_READY, TOO_MANY_IMAGES, public_code
+from webhook.logs import Decision
 from webhook.metrics import CERTIFICATE_EXPIRY, POLICY_GENERATION, TRUST_KEY_EXPIRY
-from webhook.pipeline import AdmissionContext, Pipeline, VerificationCaches, VerifySettings
+from webhook.pipeline import AdmissionContext, ImageVerdict, Pipeline, VerificationCaches, VerifySettings
 from webhook.policy.compile import PolicySet
 from webhook.policy.scope import RegistryScope
 from webhook.registry.client import RegistryClient, RegistrySettings
@@ -55,6 +58,9 @@ IMAGE_VERDICTS = Counter("trustgate_image_verdicts", "Image verdicts, by webhook
 POLICY_VIOLATIONS = Counter("trustgate_policy_violations",
                             "Images that failed a TrustPolicy, by policy and mode (audit and warn included); "
                             "dry-run requests are not counted", ["policy", "mode"])
+IMAGE_DENIALS = Counter("trustgate_image_denials",
+                        "Reasons images were denied, by webhook and public code (docs/errors.md); an image denied "
+                        "for several reasons counts once under each code", ["webhook", "code"])
 REVIEW_SECONDS = Histogram("trustgate_admission_review_duration_seconds",
                            "Time from a complete AdmissionReview body to its answer, by webhook", ["webhook"],
                            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
@@ -64,6 +70,11 @@ RELEASE_GRACE_SECONDS = 5.0
 
 # Runs a callable on the webhook's event loop; safe to call from any thread.
 InLoop = Callable[[Callable[[], None]], None]
+# Reports a finding on an admitted object (reason, message) to its owners, e.g. as a Kubernetes Event; must
+# return at once.
+FindingSink = Callable[[AdmissionRequest, str, str], None]
+DENIED_REASON = "ImageDenied"
+WARNED_REASON = "ImagePolicyWarning"
 # Starts delivering policy updates (in-cluster mode) and returns a function that stops it.
 PolicyFollower = Callable[[InLoop, Callable[[PolicySet], None]], Callable[[], None]]
 
@@ -95,6 +106,8 @@ class WebhookConfig:
     drain: Drain = field(default_factory=Drain)
     # The PEM file being served, for its expiry metric.
     serving_certificate: Path | None = None
+    # Where denials and warn-mode findings of /validate go (in-cluster: Kubernetes Events).
+    findings: FindingSink | None = None
 
 
 class _WebhookState:
@@ -183,54 +196,63 @@ def create_app(config: WebhookConfig) -> FastAPI:
             return JSONResponse({"status": "not ready", "reason": "no policy loaded"}, status_code=503)
         return JSONResponse({"status": "ready", "policyGeneration": state.pipeline.policies.generation})
 
-    async def decide(body: bytes, webhook: str) -> dict[str, Any]:
-        """The AdmissionReview answer; BadReviewError for a body that is not a usable review."""
+    async def decide(body: bytes, webhook: str) -> tuple[dict[str, Any], Decision | None]:
+        """The AdmissionReview answer and, when images were verified, the decision to log; BadReviewError for a
+        body that is not a usable review."""
         review = parse_review(body)
         images = object_images(review)
         if images is None:
-            return review_response(review.uid, False, f"trustgate has no rule for {review.group or 'core'}/"
-                                                      f"{review.kind}; check the webhook rules")
+            return review_response(review.uid, False, f"[{public_code(KIND_UNSUPPORTED)}] trustgate has no rule "
+                                                      f"for {review.group or 'core'}/{review.kind}; check the "
+                                                      "webhook rules"), None
         if not images:
-            return review_response(review.uid, True)
+            return review_response(review.uid, True), None
         if len(images) > config.max_containers_per_pod:
             return review_response(
-                review.uid, False, f"the object names {len(images)} images to verify (containers and image volumes), "
-                                   f"more than the limit of {config.max_containers_per_pod}; denied without "
-                                   "verification")
+                review.uid, False, f"[{public_code(TOO_MANY_IMAGES)}] the object names {len(images)} images to "
+                                   "verify (containers and image volumes), more than the limit of "
+                                   f"{config.max_containers_per_pod}; denied without verification"), None
         pipeline = state.pipeline
         if pipeline is None:
-            return review_response(review.uid, False, "trustgate is not ready: no policy loaded")
+            return review_response(review.uid, False,
+                                   f"[{public_code(NOT_READY)}] trustgate is not ready: no policy loaded"), None
         labels = await config.namespace_labels(review.namespace) if review.namespace else None
         mutating = webhook == "mutate"
         context = AdmissionContext(namespace_labels=labels, enforce_require_digest=not mutating,
                                    pull_credentials=await _pull_credentials(review))
-        verdicts = await pipeline.verify_images([image.image for image in images], context)
+        decided = await pipeline.decide_images([image.image for image in images], context)
+        verdicts = [verdict for verdict, _ in decided]
         # Every field naming an image, so that a denial points at each place it is used (a container and a volume).
         fields: dict[str, list[str]] = {}
         for image in images:
             fields.setdefault(image.image, []).append(image.field_path)
         where = {name: ", ".join(paths) for name, paths in fields.items()}
         generation = pipeline.policies.generation
-        # One line per review (not per image): at admission rates, log writes are a large share of the work.
-        log.info("%s %s %s/%s (policy generation %s)%s: %s", webhook, review.uid, review.namespace,
-                 review.name or "(generated)", generation, " (dry run)" if review.dry_run else "",
-                 "; ".join(f"{where[verdict.image]} {verdict.image} "
-                           + ("admitted" if verdict.allowed else "denied " + "; ".join(verdict.reasons))
-                           for verdict in verdicts))
+        denial_codes = image_denials[webhook]
         for verdict in verdicts:
             image_verdicts[webhook, verdict.allowed].inc()
+            if not verdict.allowed:
+                for code in verdict.codes:
+                    denial_codes(code).inc()
             if not review.dry_run:
                 for policy, mode in verdict.violations:
                     POLICY_VIOLATIONS.labels(policy, mode).inc()
         warnings = [warning for verdict in verdicts for warning in verdict.warnings]
         audit = {AUDIT_POLICY_GENERATION: str(generation)}  # which policy generation decided
         denied = {verdict.image: verdict for verdict in verdicts if not verdict.allowed}
+        decision = _decision(review, webhook, generation, decided, where)
+        report = config.findings if config.findings is not None and not mutating and not review.dry_run else None
         if denied:
-            message = fit_message([f"image {verdict.image} ({where[verdict.image]}) denied: "
-                                   + "; ".join(verdict.reasons) for verdict in denied.values()])
-            return review_response(review.uid, False, message, warnings, audit_annotations=audit)
+            parts = [denial_text(verdict, where[verdict.image]) for verdict in denied.values()]
+            message = fit_message(parts, explain_hint(review, list(denied)))
+            if report is not None:
+                report(review, DENIED_REASON, message)
+            return review_response(review.uid, False, message, warnings, audit_annotations=audit), decision
+        if warnings and report is not None:
+            report(review, WARNED_REASON, fit_message(warnings))
         patch = digest_pins(images, verdicts) if mutating else []
-        return review_response(review.uid, True, warnings=warnings, patch=patch, audit_annotations=audit)
+        return review_response(review.uid, True, warnings=warnings, patch=patch,
+                               audit_annotations=audit), decision
 
     async def _pull_credentials(review: AdmissionRequest) -> PullCredentials:
         read = config.pull_credentials
@@ -243,16 +265,23 @@ def create_app(config: WebhookConfig) -> FastAPI:
     image_verdicts = {(webhook, allowed): IMAGE_VERDICTS.labels(webhook, _outcome(allowed))
                       for webhook in WEBHOOKS for allowed in (True, False)}
     review_seconds = {webhook: REVIEW_SECONDS.labels(webhook) for webhook in WEBHOOKS}
+    image_denials = {webhook: functools.partial(functools.cache(IMAGE_DENIALS.labels), webhook)
+                     for webhook in WEBHOOKS}
 
     async def answer(request: Request, webhook: str) -> JSONResponse:
         try:
             body = await _read_body(request)
             started = time.perf_counter()
-            review = await decide(body, webhook)
+            review, decision = await decide(body, webhook)
         except BadReviewError as exc:
             return _bad_request(str(exc))
         admissions[webhook, review["response"]["allowed"]].inc()
-        review_seconds[webhook].observe(time.perf_counter() - started)
+        seconds = time.perf_counter() - started
+        review_seconds[webhook].observe(seconds)
+        if decision is not None:
+            # One line per review (not per image): at admission rates, log writes are a large share of the work.
+            decision.fields["durationMs"] = round(seconds * 1000, 3)
+            log.info("%s", decision)
         return JSONResponse(review)
 
     async def validate(request: Request) -> JSONResponse:
@@ -276,6 +305,36 @@ async def _read_body(request: Request) -> bytes:
         if len(body) > MAX_BODY_BYTES:
             raise BadReviewError(f"body larger than {MAX_BODY_BYTES} bytes")
     return bytes(body)
+
+
+def denial_text(verdict: ImageVerdict, where: str) -> str:
+    """Why one image is denied: where the object names it, what it resolved to, and each failing reason with
+    its public code and the path of policy, authority and signature that led to it."""
+    digest = f" at {verdict.digest}" if verdict.digest else ""
+    return f"image {verdict.image} ({where}) denied{digest}: " + "; ".join(verdict.reasons)
+
+
+def explain_hint(review: AdmissionRequest, images: list[str]) -> str:
+    """Where a deployer reads more, kept whole when the message is cut."""
+    command = f"trustgate explain {images[0]}" if len(images) == 1 else "trustgate explain IMAGE"
+    events = f"kubectl get events -n {review.namespace}" if review.namespace else "kubectl get events"
+    return (f"codes are explained in trustgate's docs/errors.md; every policy, authority and signature "
+            f"considered: `{command}`, or `{events} --field-selector reason={DENIED_REASON}`")
+
+
+def _decision(review: AdmissionRequest, webhook: str, generation: int,
+              decided: list[tuple[ImageVerdict, bool]], where: Mapping[str, str]) -> Decision:
+    distinct = {verdict.image: (verdict, cached) for verdict, cached in decided}.values()
+    return Decision({
+        "uid": review.uid, "webhook": webhook, "operation": review.operation, "kind": review.kind,
+        "namespace": review.namespace, "name": review.name, "dryRun": review.dry_run,
+        "policyGeneration": generation,
+        "verdict": _outcome(all(verdict.allowed for verdict, _ in distinct)),
+        "codes": list(dict.fromkeys(code for verdict, _ in distinct for code in verdict.codes)),
+        "cached": all(cached for _, cached in distinct),
+        "images": [{**verdict.log_fields, "field": where[verdict.image], "cached": cached}
+                   for verdict, cached in distinct],
+    })
 
 
 def _outcome(allowed: bool) -> str:

@@ -17,6 +17,7 @@ from typing import Any
 
 from webhook.admission import MAX_CONTAINERS_PER_POD
 from webhook.config import ConfigFileError, load_resources
+from webhook.logs import LOG_FORMATS, configure
 from webhook.pipeline import ImageVerdict, Pipeline, VerifySettings
 from webhook.policy.compile import PolicySet, compile_policy_set
 from webhook.policy.scope import RegistryScope
@@ -79,7 +80,13 @@ def _registry_flags(parser: argparse.ArgumentParser, policies: argparse._Actions
     parser.add_argument("--verdict-cache-seconds", type=float, default=VerifySettings.verdict_cache_seconds,
                         metavar="SECONDS", help="how long a passing verdict is reused within one policy "
                                                 "generation (default: %(default)g)")
+    _log_flags(parser)
+
+
+def _log_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    parser.add_argument("--log-format", default="text", choices=LOG_FORMATS,
+                        help="text for people, json for one JSON object per line (default: text)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -141,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
                                  "(repeatable; default: any namespace)")
     controller.add_argument("--liveness", metavar="URL",
                             help="serve a liveness probe, e.g. http://0.0.0.0:8080/healthz")
-    controller.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    _log_flags(controller)
     return parser
 
 
@@ -211,13 +218,19 @@ def _print_text(verdicts: Sequence[ImageVerdict], *, full: bool) -> None:
         digest = f" ({verdict.digest})" if verdict.digest else ""
         print(f"{status} {verdict.image}{digest}")
         if full:
-            for depth, node in list(verdict.result.walk())[1:]:
-                print(f"{'  ' * depth}[{'pass' if node.passed else 'FAIL'}] {node.subject}: {node.message}")
+            for depth, node in verdict.result.walk():
+                print(f"{'  ' * (depth + 1)}[{'pass' if node.passed else 'FAIL'}] {node.subject}: {node.message} "
+                      f"({node.public_code})")
         else:
             for line in verdict.result.explain()[1:]:
                 print(f"  {line}")
+            for reason in verdict.reasons:
+                print(f"  {'denied' if not verdict.allowed else 'failed'}: {reason}")
         for warning in verdict.warnings:
             print(f"  warning: {warning}")
+    if not full and not all(verdict.allowed for verdict in verdicts):
+        print("Codes are explained in docs/errors.md; `trustgate explain IMAGE` shows every policy, authority "
+              "and signature considered.")
 
 
 async def _verify(images: Sequence[str], policies: PolicySet, registry_settings: RegistrySettings,
@@ -298,6 +311,7 @@ def _serve_in_cluster(args: argparse.Namespace, registry_settings: RegistrySetti
 
     from webhook.app import Drain, InLoop, WebhookConfig, create_app
     from webhook.cluster import ClusterSource, PodPullCredentials
+    from webhook.events import recorder_for_cluster
     from webhook.serving import serve
 
     source = ClusterSource(args.namespace)
@@ -313,13 +327,18 @@ def _serve_in_cluster(args: argparse.Namespace, registry_settings: RegistrySetti
 
     drain = Drain()
     pull_credentials = None if args.no_pod_pull_secrets else PodPullCredentials(source.core)
+    events = recorder_for_cluster()
     app = create_app(WebhookConfig(None, registry_settings, settings, follow=follow,
                                    namespace_labels=source.namespace_labels, pull_credentials=pull_credentials,
                                    max_containers_per_pod=args.max_containers_per_pod, drain=drain,
-                                   serving_certificate=cert))
+                                   serving_certificate=cert, findings=events.report))
     server_config = uvicorn.Config(app, **server_options(args.host, args.port, cert, key))
     server_config.load()
-    return serve(server_config, drain, args.shutdown_delay)
+    events.start()
+    try:
+        return serve(server_config, drain, args.shutdown_delay)
+    finally:
+        events.stop()
 
 
 def run_controller(args: argparse.Namespace) -> int:
@@ -336,10 +355,7 @@ def run_controller(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(stream=sys.stderr, level=args.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # The format prints none of these; not gathering them makes each record (one per admission) cheaper.
-    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
+    configure(args.log_level, args.log_format)
     try:
         commands = {"controller": run_controller, "serve": run_serve}
         return commands.get(args.command, run_verify)(args)

@@ -7,6 +7,7 @@ without any verifier, and the GPG verifier verifies in the homes made here.
 
 from __future__ import annotations
 
+import logging
 import shutil
 import threading
 from collections.abc import Iterable
@@ -21,6 +22,17 @@ from webhook.scratch import ScratchRoot
 MAX_PLAINTEXT_BYTES = 64 * 1024
 # Every GNUPGHOME of this process lives under one directory that a later process removes if this one is killed.
 HOMES = ScratchRoot("tg-gpg-")
+
+
+
+def _not_exit_status(record: logging.LogRecord) -> bool:
+    """python-gnupg warns of every non-zero gpg exit; trustgate reads gpg's status lines itself and states the
+    outcome (the exit status included) in its own reason, so that warning is noise on every refused signature.
+    Its other records (a gpg that cannot run, unreadable output) still pass."""
+    return not record.getMessage().startswith("gpg returned a non-zero error code")
+
+
+logging.getLogger("gnupg").addFilter(_not_exit_status)
 
 _PUBLIC_KEY_HEADER = "-----BEGIN PGP PUBLIC KEY BLOCK-----"
 _PUBLIC_KEY_FOOTER = "-----END PGP PUBLIC KEY BLOCK-----"

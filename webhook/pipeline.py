@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Literal, TypeVar
 
 from webhook.artifacts import Collected, ImageTarget, ResolvedImage, SignatureMaterial
@@ -142,10 +143,25 @@ class ImageVerdict:
     violations: tuple[tuple[str, str], ...] = ()
     # Why `audit` policies failed: logged each time the verdict is used, not only when it is computed.
     audit_findings: tuple[str, ...] = ()
+    # Names of the matching TrustPolicies and of their authorities ("policy/authority").
+    policies: tuple[str, ...] = ()
+    authorities: tuple[str, ...] = ()
 
-    @property
+    @cached_property
     def reasons(self) -> list[str]:
         return self.result.failure_reasons(include_subject=False)
+
+    @cached_property
+    def codes(self) -> list[str]:
+        """Public codes of why the image failed (also when a warn or audit policy let it through)."""
+        return self.result.failure_codes()
+
+    @cached_property
+    def log_fields(self) -> dict[str, object]:
+        """What the decision log says of this verdict, gathered once however often it is answered from cache."""
+        return {"image": self.image, "digest": self.digest, "verdict": "admitted" if self.allowed else "denied",
+                "policies": list(self.policies), "authorities": list(self.authorities), "codes": self.codes,
+                "reasons": self.reasons}
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -154,6 +170,7 @@ class ImageVerdict:
             "digest": self.digest,
             "allowed": self.allowed,
             "reasons": self.reasons,
+            "codes": self.codes,
             "warnings": list(self.warnings),
             "policyGeneration": self.generation,
             "explanation": self.result.to_dict(),
@@ -175,7 +192,12 @@ class Pipeline:
 
     async def verify_images(self, images: Sequence[str],
                             context: AdmissionContext = UNKNOWN_CONTEXT) -> list[ImageVerdict]:
-        """Verify each distinct image once, concurrently; verdicts come back in the order given.
+        """Verify each distinct image once, concurrently; verdicts come back in the order given."""
+        return [verdict for verdict, _ in await self.decide_images(images, context)]
+
+    async def decide_images(self, images: Sequence[str],
+                            context: AdmissionContext = UNKNOWN_CONTEXT) -> list[tuple[ImageVerdict, bool]]:
+        """Each image's verdict, in the order given, and whether it was answered from the cache.
 
         An image whose verdict still holds in this context is answered from the cache, without a task.
         """
@@ -189,14 +211,15 @@ class Pipeline:
             cached = caches.images.get(key)
             if cached is not None:
                 known[image] = cached
-        unknown = [image for image in keys if image not in known]
+        from_cache = set(known)
+        unknown = [image for image in keys if image not in from_cache]
         if unknown:
             known.update(zip(unknown, await _all([self._decide(image, keys[image], context) for image in unknown]),
                              strict=True))
         for verdict in known.values():
             for reason in verdict.audit_findings:
                 log.warning("audit: %s: %s", verdict.image, reason)
-        return [known[image] for image in images]
+        return [(known[image], image in from_cache) for image in images]
 
     async def verify_image(self, image: str, context: AdmissionContext = UNKNOWN_CONTEXT) -> ImageVerdict:
         return (await self.verify_images([image], context))[0]
@@ -298,7 +321,10 @@ class Pipeline:
         return self._verdict(image, result, allowed=allowed, digest=digest, reference=reference,
                              warnings=tuple(warnings), pinnable=pinnable,
                              violations=tuple((policy.name, policy.mode) for policy, _ in failed),
-                             audit_findings=tuple(audit_findings))
+                             audit_findings=tuple(audit_findings),
+                             policies=tuple(policy.name for policy in policies),
+                             authorities=tuple(f"{policy.name}/{rules.name}" for policy in policies
+                                               for rules in policy.authorities))
 
     async def _resolve_tag(self, access: _Access, reference: ImageReference, freshness: Freshness) -> ResolvedImage:
         """The manifest a tag names now, asking the registry once for any number of concurrent callers; the

@@ -2,13 +2,16 @@
 
 Every check in trustgate returns a `Result`: passed or not, a stable machine-readable `code`, a sentence for
 people, and the child results it was decided from. The deny message, `--output json` and the logs are all
-renderings of the same tree, so they can never disagree.
+renderings of the same tree, so they can never disagree. Each reason names the public code (webhook/codes.py)
+a user looks up in docs/errors.md.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+
+from webhook.codes import public_code
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +39,10 @@ class Result:
     def fail(cls, subject: str, code: str, message: str, **kwargs: object) -> Result:
         return cls(subject, False, code, message, **kwargs)  # type: ignore[arg-type]
 
+    @property
+    def public_code(self) -> str:
+        return public_code(self.code)
+
     def walk(self, depth: int = 0) -> Iterator[tuple[int, Result]]:
         yield depth, self
         for child in self.children:
@@ -46,18 +53,26 @@ class Result:
         return [f"{'  ' * depth}{node.subject}: {node.message}" for depth, node in self.walk()]
 
     def failure_reasons(self, *, include_subject: bool = True) -> list[str]:
-        """The leaves of every failing branch, each prefixed with the path of subjects that led to it."""
+        """The leaves of every failing branch, each prefixed with its public code and the path of subjects that
+        led to it."""
         if self.passed:
             return []
         if include_subject or not self.children:
-            return list(_failing_leaves(self, ()) if include_subject else [self.message])
+            return list(_failing_leaves(self, ()) if include_subject else [f"[{self.public_code}] {self.message}"])
         return [reason for child in self.children for reason in child.failure_reasons()]
+
+    def failure_codes(self) -> list[str]:
+        """The public codes of the leaves of every failing branch, each once, in tree order."""
+        if self.passed:
+            return []
+        return list(dict.fromkeys(leaf.public_code for leaf in _failing_leaf_nodes(self)))
 
     def to_dict(self) -> dict[str, object]:
         data: dict[str, object] = {
             "subject": self.subject,
             "passed": self.passed,
             "code": self.code,
+            "publicCode": self.public_code,
             "message": self.message,
         }
         if self.signer is not None:
@@ -73,10 +88,18 @@ def _failing_leaves(node: Result, path: tuple[str, ...]) -> Iterator[str]:
     here = (*path, node.subject)
     failing_children = [child for child in node.children if not child.passed]
     if not failing_children:
-        yield f"{': '.join(here)}: {node.message}"
+        yield f"[{node.public_code}] {': '.join(here)}: {node.message}"
         return
     for child in failing_children:
         yield from _failing_leaves(child, here)
+
+
+def _failing_leaf_nodes(node: Result) -> Iterator[Result]:
+    failing_children = [child for child in node.children if not child.passed]
+    if not failing_children:
+        yield node
+    for child in failing_children:
+        yield from _failing_leaf_nodes(child)
 
 
 def at_least(subject: str, required: int, children: Sequence[Result], *, what: str) -> Result:

@@ -187,6 +187,9 @@ def test_values_reach_the_flags_they_name() -> None:
     assert "BEGIN CERTIFICATE" in find(documents, "ConfigMap", "trustgate-registry-ca")["data"]["ca.crt"]
     controller = build_parser().parse_args(container_args(documents, "trustgate-controller"))
     assert controller.key_source_namespace == ["release-keys"]
+    assert args.log_format == controller.log_format == "json"  # the default for log pipelines
+    text = render("--set", "webhook.logFormat=text")
+    assert build_parser().parse_args(container_args(text, "trustgate-webhook")).log_format == "text"
 
 
 def test_existing_secrets_are_used_as_they_are() -> None:

@@ -83,14 +83,16 @@ class Webhook:
 
 @contextmanager
 def webhook_process(directory: Path, config: Path, registry: infra.Registry, *flags: str,
-                    env: dict[str, str] | None = None) -> Iterator[Webhook]:
-    """`trustgate serve` on a free port with a certificate from a test CA; a client that trusts that CA."""
+                    env: dict[str, str] | None = None, output: Path | None = None) -> Iterator[Webhook]:
+    """`trustgate serve` on a free port with a certificate from a test CA; a client that trusts that CA. Its
+    stdout and stderr go to `output` when given."""
     tls = infra.make_tls(directory / "webhook-tls")
     port = infra.free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "webhook", "serve", "--config", str(config), *registry.trustgate_flags(config),
-         "--port", str(port), "--tls-cert", str(tls.cert), "--tls-key", str(tls.key), *flags],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, **(env or {})})
+    with output.open("wb") if output is not None else open(os.devnull, "wb") as sink:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "webhook", "serve", "--config", str(config), *registry.trustgate_flags(config),
+             "--port", str(port), "--tls-cert", str(tls.cert), "--tls-key", str(tls.key), *flags],
+            stdout=sink, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
     try:
         infra.wait_until_listening(port, process)
         with httpx.Client(base_url=f"https://127.0.0.1:{port}", verify=ssl.create_default_context(cafile=tls.ca),

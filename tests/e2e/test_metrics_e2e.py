@@ -63,6 +63,8 @@ def test_every_documented_metric_is_exported_and_moves(tmp_path: Path, sign: Any
     assert moved("trustgate_admission_review_duration_seconds_count", webhook="validate") == 4
     assert moved("trustgate_image_verdicts_total", webhook="validate", outcome="denied") == 2
     assert moved("trustgate_policy_violations_total", policy="release", mode="enforce") == 2
+    assert moved("trustgate_image_denials_total", webhook="validate", code="TG-SIG-NONE") == 1
+    assert moved("trustgate_image_denials_total", webhook="validate", code="TG-REGISTRY-UNREACHABLE") == 1
     # Two uncached verifications (the signed and the unsigned image); the missing one never got a manifest
     # to verify signatures against.
     assert moved("trustgate_verification_duration_seconds_count", verifier="gpg", outcome="passed") == 1
@@ -82,10 +84,12 @@ def test_every_documented_metric_is_exported_and_moves(tmp_path: Path, sign: Any
         ca.not_valid_after_utc.timestamp())
     assert ca.not_valid_after_utc > datetime.datetime.now(datetime.UTC)
 
-    # Every documented metric appears; coalescing needs concurrent duplicates, shown in the unit tests.
+    # Every documented metric appears; coalescing needs concurrent duplicates, shown in the unit tests, and
+    # Kubernetes Events are written only in-cluster (tests/cluster).
     exported = {name.removesuffix(suffix) for name in after for suffix in ("_bucket", "_count", "_sum", "")
                 if name.endswith(suffix)}
-    assert set(documented()) - {"trustgate_coalesced_total"} <= exported
+    assert set(documented()) - {"trustgate_coalesced_total", "trustgate_events_written_total",
+                                "trustgate_events_dropped_total"} <= exported
     for samples in after.values():
         for labels, _ in samples:
             assert not any("/" in value and ":" in value for value in labels.values()), labels  # no image names

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -41,3 +42,12 @@ def test_a_secret_key_under_a_public_key_header_is_refused(exported: tuple[str, 
     disguised = exported[1].replace("PRIVATE KEY BLOCK", "PUBLIC KEY BLOCK")
     with pytest.raises(GpgKeyError, match="secret key material"):
         inspect_gpg_key(disguised)
+
+
+def test_only_gpgs_exit_status_warning_is_quieted(caplog: pytest.LogCaptureFixture) -> None:
+    """trustgate states gpg's exit in its own reason; python-gnupg's other records still reach the log."""
+    logger = logging.getLogger("gnupg")
+    with caplog.at_level(logging.WARNING, logger="gnupg"):
+        logger.warning("gpg returned a non-zero error code: %d", 2)
+        logger.error("could not run gpg")
+    assert [record.getMessage() for record in caplog.records] == ["could not run gpg"]

@@ -20,9 +20,9 @@ PACKAGES = ("webhook", "controller")
 
 # Lowest first. A module may import its own layer and every layer listed before it.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("foundation", ("webhook.strictjson", "webhook.references", "webhook.results", "webhook.scratch",
-                    "webhook.cache", "webhook.pki", "webhook.validation", "webhook.artifacts", "webhook.metrics",
-                    "webhook.registry.network")),
+    ("foundation", ("webhook.codes", "webhook.logs", "webhook.strictjson", "webhook.references", "webhook.results",
+                    "webhook.scratch", "webhook.cache", "webhook.pki", "webhook.validation", "webhook.artifacts",
+                    "webhook.metrics", "webhook.registry.network")),
     ("policy model", ("webhook.policy.models", "webhook.policy.matching", "webhook.policy.notation_identity")),
     ("trust material", ("webhook.trust", "webhook.gpgkeys", "webhook.rekor", "webhook.timestamp")),
     ("payload formats", ("webhook.simple_signing",)),
@@ -31,7 +31,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("verifiers", ("webhook.verifiers.*",)),
     ("configuration", ("webhook.config", "webhook.policy.compile", "webhook.policy.scope", "webhook.bundle")),
     ("decision", ("webhook.pipeline", "webhook.admission")),
-    ("serving", ("webhook.tls", "webhook.app", "webhook.serving", "webhook.cluster")),
+    ("serving", ("webhook.tls", "webhook.app", "webhook.serving", "webhook.cluster", "webhook.events")),
     ("controller", ("controller.*",)),
     ("command line", ("webhook.cli", "webhook.__main__")),
 )

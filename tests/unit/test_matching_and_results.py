@@ -43,7 +43,7 @@ def test_at_least_counts_and_keeps_every_reason() -> None:
     assert at_least("p", 1, [ok, bad], what="authorities").passed
     failed = at_least("p", 2, [ok, bad], what="authorities")
     assert not failed.passed
-    assert failed.failure_reasons() == ["p: b: broken"]
+    assert failed.failure_reasons() == ["[TG-UNLISTED] p: b: broken"]
     assert not at_least("p", 0, [ok], what="authorities").passed
     assert any_of("x", [bad, ok], what="signatures").passed
     assert [line.strip() for line in failed.explain()][1:] == ["a: fine", "b: broken"]

@@ -19,6 +19,7 @@ from prometheus_client.metrics import MetricWrapperBase
 import webhook.app
 import webhook.cache
 import webhook.cluster
+import webhook.events
 from tests.helpers import key_store, resources
 from webhook.metrics import OTHER, TRUST_KEY_EXPIRY, BoundedLabel
 from webhook.policy.compile import compile_policy_set
@@ -30,7 +31,7 @@ PUBLIC_KEY = ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
     serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
 DASHBOARD = ROOT / "docs" / "grafana" / "trustgate.json"
 CHART_DASHBOARD = ROOT / "charts" / "trustgate" / "dashboards" / "trustgate.json"
-assert webhook.app and webhook.cache and webhook.cluster  # imported for the metrics they define
+assert webhook.app and webhook.cache and webhook.cluster and webhook.events  # imported for the metrics they define
 
 
 def label_names(cell: str) -> set[str]:
