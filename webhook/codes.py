@@ -49,6 +49,8 @@ PUBLIC_CODES: dict[str, str] = {
     "cosign.certificate": "TG-CERT-UNTRUSTED",
     "cosign.identity": "TG-CERT-IDENTITY-MISMATCH",
     "cosign.tlog": "TG-TLOG-INVALID",
+    "cosign.bundle": "TG-BUNDLE-INVALID",
+    "cosign.timestamp": "TG-TIMESTAMP-INVALID",
     "key.revoked": "TG-KEY-REVOKED",
     "signature.undated": "TG-SIG-UNDATED",
     "signature.too_old": "TG-SIG-TOO-OLD",
