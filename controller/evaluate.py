@@ -168,6 +168,8 @@ def evaluate_store(body: Mapping[str, Any], lookup: DataLookup, now: datetime.da
     except ConfigError as exc:
         return StoreEvaluation(name, False, REASON_INVALID_KEY, str(exc), references=references,
                                revoked_keys=revoked)
+    # The controller inspects keys and never verifies with them: the store's GNUPGHOME goes at once.
+    compiled.release()
 
     statuses: list[KeyStatus] = []
     notices: list[Notice] = []
