@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 
-.PHONY: run test unit e2e e2e-cluster bench lint crds chart deps venv clean reliability fuzz soak
+.PHONY: run test unit e2e e2e-cluster bench bench-scale lint crds chart deps venv clean reliability fuzz soak
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import ensurepip' 2>/dev/null || (apt-get update -qq && apt-get install -y -qq python3-venv)
@@ -41,6 +41,12 @@ e2e-cluster: deps $(STAMP)
 bench: $(STAMP)
 	scripts/install-bench-deps.sh
 	$(BIN)/python -m bench
+
+# 1,000 TrustPolicies over 100 TrustStores against one policy (a few minutes); writes its section of
+# bench/RESULTS.md. Not part of `make test`.
+bench-scale: $(STAMP)
+	scripts/install-bench-deps.sh
+	$(BIN)/python -m bench.scale
 
 # The container image from the Dockerfile, built without an image registry (buildah, bases made from Debian
 # packages): writes build/image, an OCI layout, dist/trustgate-image-VERSION.oci.tar, the same image as the one

@@ -37,6 +37,8 @@ from tests.e2e import infra
 
 RESULTS = Path(__file__).parent / "RESULTS.md"
 SCENARIOS = ("warm", "cold", "coalesce", "rollout", "slow")
+# The section of RESULTS.md that `make bench-scale` (bench/scale.py) writes and `make bench` keeps.
+SCALE_SECTION = "## Policy scale (`make bench-scale`)"
 
 WARM_ROUNDS = 5
 WARM_SECONDS = 5.0
@@ -492,7 +494,17 @@ def write_results(path: Path, machine: dict[str, object], report: Report, second
         "| target | met | detail |", "| --- | --- | --- |",
         *(f"| {name} | {'yes' if ok else '**no**'} | {detail} |" for name, ok, detail in report.verdicts), "",
     ]
-    path.write_text("\n".join([*header, *report.lines]).rstrip() + "\n")
+    path.write_text("\n".join([*header, *report.lines, *_scale_section(path)]).rstrip() + "\n")
+
+
+def _scale_section(path: Path) -> list[str]:
+    """The section `make bench-scale` wrote into the results file, kept as it is."""
+    previous = path.read_text() if path.exists() else ""
+    start = previous.find(SCALE_SECTION)
+    if start < 0:
+        return []
+    end = previous.find("\n## ", start + len(SCALE_SECTION))
+    return ["", previous[start:end if end >= 0 else len(previous)].rstrip()]
 
 
 if __name__ == "__main__":

@@ -45,13 +45,20 @@ class Server:
 
     def peak_rss_mib(self) -> float:
         """The process's peak resident set (VmHWM) since it started."""
+        return self._status_mib("VmHWM")
+
+    def rss_mib(self) -> float:
+        """The process's resident set now (VmRSS)."""
+        return self._status_mib("VmRSS")
+
+    def _status_mib(self, field: str) -> float:
         status = Path(f"/proc/{self.process.pid}/status").read_text()
-        kib = int(re.search(r"^VmHWM:\s+(\d+) kB", status, re.MULTILINE).group(1))  # type: ignore[union-attr]
+        kib = int(re.search(rf"^{field}:\s+(\d+) kB", status, re.MULTILINE).group(1))  # type: ignore[union-attr]
         return kib / 1024
 
 
 @contextmanager
-def serving(command: Sequence[str], directory: Path, log: Path) -> Iterator[Server]:
+def serving(command: Sequence[str], directory: Path, log: Path, *, startup_seconds: float = 20) -> Iterator[Server]:
     tls = infra.make_tls(directory / "tls")
     port = infra.free_port()
     with log.open("ab") as output:
@@ -59,7 +66,7 @@ def serving(command: Sequence[str], directory: Path, log: Path) -> Iterator[Serv
                                                       for part in command)],
                                    stdout=output, stderr=subprocess.STDOUT)
     try:
-        infra.wait_until_listening(port, process)
+        infra.wait_until_listening(port, process, timeout=startup_seconds)
         yield Server(port, process, tls.ca)
     finally:
         infra.stop(process)

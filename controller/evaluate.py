@@ -146,8 +146,12 @@ def _parse_error(exc: ValidationError) -> str:
 
 
 def evaluate_store(body: Mapping[str, Any], lookup: DataLookup, now: datetime.datetime,
-                   allowed_namespaces: frozenset[str] | None = None) -> StoreEvaluation:
-    """Validate a TrustStore object as stored in the cluster (status is ignored)."""
+                   allowed_namespaces: frozenset[str] | None = None,
+                   compiled_before: Mapping[str, CompiledTrustStore] | None = None) -> StoreEvaluation:
+    """Validate a TrustStore object as stored in the cluster (status is ignored).
+
+    A store compiled from the same resolved content before (`compiled_before`, by name) is not compiled
+    again; the validity of its keys is checked at `now` all the same."""
     name = str(body.get("metadata", {}).get("name", ""))
     try:
         store = TrustStore.model_validate({key: value for key, value in body.items() if key != "status"})
@@ -163,11 +167,14 @@ def evaluate_store(body: Mapping[str, Any], lookup: DataLookup, now: datetime.da
     except ValidationError as exc:
         return StoreEvaluation(name, False, REASON_INVALID_KEY, _parse_error(exc), references=references,
                                revoked_keys=revoked)
+    earlier = (compiled_before or {}).get(name)
     try:
-        compiled = compile_trust_store(resolved)
+        compiled = earlier if earlier is not None and earlier.source == resolved else compile_trust_store(resolved)
     except ConfigError as exc:
         return StoreEvaluation(name, False, REASON_INVALID_KEY, str(exc), references=references,
                                revoked_keys=revoked)
+    # The controller inspects keys and never verifies with them: the store's GNUPGHOME goes at once.
+    compiled.release()
 
     statuses: list[KeyStatus] = []
     notices: list[Notice] = []

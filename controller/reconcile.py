@@ -36,6 +36,7 @@ from webhook.bundle import (
     UnavailablePolicy,
     unavailable_policy,
 )
+from webhook.trust import CompiledTrustStore
 from webhook.verifiers.base import VerifierPlugin
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,8 @@ class Controller:
         self._references: frozenset[KeyReference] = frozenset()
         self._posted: dict[tuple[str, str, str], datetime.datetime] = {}
         self._lock = threading.Lock()
+        # The TrustStores compiled by the last reconciliation, reused while their resolved content is the same.
+        self._compiled_stores: dict[str, CompiledTrustStore] = {}
 
     def watches(self, kind: str, namespace: str | None, name: str) -> bool:
         """Whether a change of this Secret or ConfigMap must trigger a reconciliation."""
@@ -95,7 +98,7 @@ class Controller:
         evaluations: dict[str, StoreEvaluation] = {}
         for body in self.cluster.list_resources("truststores"):
             evaluation = evaluate_store(body, self.cluster.read_data, now,
-                                        frozenset(self.settings.key_source_namespaces) or None)
+                                        frozenset(self.settings.key_source_namespaces) or None, self._compiled_stores)
             evaluations[evaluation.name] = evaluation
             status: dict[str, Any] = {
                 "keyCount": len(evaluation.keys) if evaluation.ready else None,
@@ -104,6 +107,8 @@ class Controller:
             self._write_status("truststores", body, evaluation.ready, evaluation.reason, evaluation.message,
                                status, evaluation.notices, now)
         self._references = frozenset(ref for evaluation in evaluations.values() for ref in evaluation.references)
+        self._compiled_stores = {name: evaluation.compiled for name, evaluation in evaluations.items()
+                                 if evaluation.compiled is not None}
         return evaluations
 
     def _reconcile_policies(self, stores: Mapping[str, StoreEvaluation],

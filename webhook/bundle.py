@@ -135,15 +135,17 @@ def decode_bundle(data: bytes) -> PolicyBundle:
     return bundle
 
 
-def compile_bundle(bundle: PolicyBundle, verifiers: Mapping[str, VerifierPlugin] | None = None) -> PolicySet:
-    """The bundle as a PolicySet whose generation is the bundle's; BundleError if any part does not compile."""
+def compile_bundle(bundle: PolicyBundle, verifiers: Mapping[str, VerifierPlugin] | None = None,
+                   previous: PolicySet | None = None) -> PolicySet:
+    """The bundle as a PolicySet whose generation is the bundle's; BundleError if any part does not compile.
+    What is unchanged since `previous` (the generation being served) is reused from it."""
     where = f"policy bundle generation {bundle.generation}"
     resources = LoadedResources(
         tuple((Origin(where, "TrustStore", store.metadata.name), store) for store in bundle.trustStores),
         tuple((Origin(where, "TrustPolicy", policy.metadata.name), policy) for policy in bundle.trustPolicies),
     )
     try:
-        compiled = compile_policy_set(resources, verifiers, generation=bundle.generation)
+        compiled = compile_policy_set(resources, verifiers, generation=bundle.generation, previous=previous)
     except ConfigFileError as exc:
         raise BundleError(str(exc)) from None
     unavailable = tuple(

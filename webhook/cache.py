@@ -23,19 +23,34 @@ COALESCED = Counter("trustgate_coalesced_total", "Callers that waited on a compu
 
 
 class ExpiringLRU(Generic[K, V]):
-    """At most `max_entries` values, each until its own expiry; the least recently used go first."""
+    """At most `max_entries` values, each until its own expiry; the least recently used go first.
 
-    def __init__(self, name: str, max_entries: int, clock: Callable[[], float] = time.monotonic) -> None:
+    With `max_bytes`, the values also weigh at most that much in all, by `size`; a value heavier than the
+    whole bound is not kept.
+    """
+
+    def __init__(self, name: str, max_entries: int, clock: Callable[[], float] = time.monotonic, *,
+                 max_bytes: int | None = None, size: Callable[[V], int] | None = None) -> None:
+        if (max_bytes is None) != (size is None):
+            raise ValueError("max_bytes and size go together")
         self.name = name
         self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self._size = size
         self._clock = clock
-        self._entries: OrderedDict[K, tuple[float, V]] = OrderedDict()
+        self._entries: OrderedDict[K, tuple[float, V, int]] = OrderedDict()
+        self._bytes = 0
         # Bound once: looking a labelled child up on every call costs more than the lookup it counts.
         self._hits = CACHE_LOOKUPS.labels(name, "hit")
         self._misses = CACHE_LOOKUPS.labels(name, "miss")
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    @property
+    def bytes(self) -> int:
+        """What the values kept weigh, by `size` (0 without a bytes bound)."""
+        return self._bytes
 
     def get(self, key: K) -> V | None:
         entry = self.lookup(key)
@@ -46,12 +61,12 @@ class ExpiringLRU(Generic[K, V]):
         entry = self._entries.get(key)
         if entry is None or entry[0] <= self._clock():
             if entry is not None:
-                del self._entries[key]
+                self._remove(key)
             self._misses.inc()
             return None
         self._entries.move_to_end(key)
         self._hits.inc()
-        return entry
+        return entry[0], entry[1]
 
     def put(self, key: K, value: V, ttl_seconds: float) -> float:
         """Keep `value` for `ttl_seconds`; returns its expiry on this cache's clock."""
@@ -62,13 +77,22 @@ class ExpiringLRU(Generic[K, V]):
     def put_until(self, key: K, value: V, expires: float) -> None:
         if expires <= self._clock() or self.max_entries <= 0:
             return
-        self._entries[key] = (expires, value)
-        self._entries.move_to_end(key)
-        while len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
+        weight = self._size(value) if self._size is not None else 0
+        if self.max_bytes is not None and weight > self.max_bytes:
+            return
+        if key in self._entries:
+            self._remove(key)
+        self._entries[key] = (expires, value, weight)
+        self._bytes += weight
+        while len(self._entries) > self.max_entries or (self.max_bytes is not None and self._bytes > self.max_bytes):
+            self._remove(next(iter(self._entries)))
+
+    def _remove(self, key: K) -> None:
+        self._bytes -= self._entries.pop(key)[2]
 
     def clear(self) -> None:
         self._entries.clear()
+        self._bytes = 0
 
 
 class SingleFlight(Generic[K, V]):

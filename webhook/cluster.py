@@ -243,6 +243,7 @@ class BundleLoader:
         self.install = install
         self.verifiers = verifiers
         self.loaded: tuple[int, str] | None = None  # (generation, digest)
+        self.compiled: PolicySet | None = None  # the last generation installed, whose unchanged parts are reused
 
     def changed(self, data: SecretData | None) -> None:
         if data is None:
@@ -255,7 +256,7 @@ class BundleLoader:
             bundle = decode_bundle(raw)
             if self.loaded == (bundle.generation, bundle.digest):
                 return
-            policies = compile_bundle(bundle, self.verifiers)
+            policies = compile_bundle(bundle, self.verifiers, self.compiled)
         except BundleError as exc:
             log.error("policy bundle rejected: %s; %s", exc, self._keeping())
             POLICY_LOAD_ERRORS.inc()
@@ -264,6 +265,7 @@ class BundleLoader:
             log.warning("policy bundle generation went back from %d to %d (was the bundle recreated?)",
                         self.loaded[0], bundle.generation)
         self.loaded = (bundle.generation, bundle.digest)
+        self.compiled = policies
         log.info("loaded policy bundle generation %d (%s): %d TrustPolicies", bundle.generation, bundle.digest,
                  len(policies.policies))
         self.install(policies)

@@ -13,6 +13,7 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import gnupg
 
@@ -107,24 +108,53 @@ def _epoch(value: str) -> datetime | None:
     return datetime.fromtimestamp(int(value), UTC) if value else None
 
 
-def inspect_gpg_key(armored: str) -> GpgKey:
-    """Parse one ASCII-armored public key block; raise GpgKeyError saying what is wrong."""
+def _checked_armor(armored: str) -> str:
     text = armored.strip()
     if "PRIVATE KEY BLOCK" in text:
         raise GpgKeyError("contains secret key material; a TrustStore holds public keys only")
     if not text.startswith(_PUBLIC_KEY_HEADER) or not text.endswith(_PUBLIC_KEY_FOOTER):
         raise GpgKeyError(f"not an ASCII-armored OpenPGP public key block ({_PUBLIC_KEY_HEADER} ... END)")
-    with GnupgHome([text]) as home:
-        imported = home.import_results[0]
-        if not imported.fingerprints:
+    return text
+
+
+class GpgKeyring:
+    """The OpenPGP keys of one TrustStore in one GNUPGHOME: each key is checked as it is imported, and the home
+    they were checked in is the one every authority naming the TrustStore verifies with.
+
+    Which of the keys an authority trusts is decided from gpg's status lines (the trusted-fingerprint map of
+    `interpret_gpg_status`), never from which keys the home holds.
+    """
+
+    def __init__(self) -> None:
+        self.home = GnupgHome(())
+        self._armored: dict[str, str] = {}  # primary fingerprint -> the armored block it was imported from
+
+    def add(self, armored: str) -> str:
+        """Import one armored public key block; its primary fingerprint, or GpgKeyError saying what is wrong."""
+        text = _checked_armor(armored)
+        imported = self.home.gpg.import_keys(text)
+        fingerprints = set(imported.fingerprints)
+        if not fingerprints:
             raise GpgKeyError("gpg found no public key in the block (damaged armor or unsupported key)")
         # Without an agent gpg stores no secret key, so what it read is counted from its import status.
         if imported.sec_read:
             raise GpgKeyError("contains secret key material; a TrustStore holds public keys only")
-        keys = home.gpg.list_keys()
-    if len(keys) != 1:
-        raise GpgKeyError(f"holds {len(keys)} primary keys; give each key its own entry")
-    key = keys[0]
+        if len(fingerprints) != 1:
+            raise GpgKeyError(f"holds {len(fingerprints)} primary keys; give each key its own entry")
+        fingerprint: str = fingerprints.pop()
+        self._armored.setdefault(fingerprint, text)
+        return fingerprint
+
+    def keys(self) -> dict[str, GpgKey]:
+        """Every key added, by primary fingerprint, as gpg lists it (one listing for the whole keyring)."""
+        listed = {key["fingerprint"]: key for key in self.home.gpg.list_keys()}
+        return {fingerprint: _gpg_key(text, listed[fingerprint]) for fingerprint, text in self._armored.items()}
+
+    def close(self) -> None:
+        self.home.close()
+
+
+def _gpg_key(text: str, key: dict[str, Any]) -> GpgKey:
     return GpgKey(
         armored=text,
         fingerprint=key["fingerprint"],
@@ -137,3 +167,13 @@ def inspect_gpg_key(armored: str) -> GpgKey:
         subkey_expires=tuple(_epoch(key.get("subkey_info", {}).get(sub[0], {}).get("expires", ""))
                              for sub in key.get("subkeys", [])),
     )
+
+
+def inspect_gpg_key(armored: str) -> GpgKey:
+    """Parse one ASCII-armored public key block on its own; raise GpgKeyError saying what is wrong."""
+    keyring = GpgKeyring()
+    try:
+        fingerprint = keyring.add(armored)
+        return keyring.keys()[fingerprint]
+    finally:
+        keyring.close()

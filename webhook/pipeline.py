@@ -57,9 +57,11 @@ class VerifySettings:
     max_parallel_per_registry: int = 64
 
 
-# Manifests are immutable by digest; they are kept for a day, bounded by count (each may be up to 4 MiB).
+# Manifests are immutable by digest; they are kept for a day, bounded by count and, as each may be up to
+# 4 MiB, by their bytes in all.
 MANIFEST_CACHE_SECONDS = 86_400.0
 MANIFEST_CACHE_ENTRIES = 1_000
+MANIFEST_CACHE_BYTES = 64 * 1024 * 1024
 
 
 class VerificationCaches:
@@ -75,7 +77,8 @@ class VerificationCaches:
         self.clock = clock
         # (credential identity, repository, digest or tag)
         self.manifests: ExpiringLRU[tuple[str, str, str], tuple[bytes, str]] = ExpiringLRU(
-            "manifest", MANIFEST_CACHE_ENTRIES, clock)
+            "manifest", MANIFEST_CACHE_ENTRIES, clock, max_bytes=MANIFEST_CACHE_BYTES,
+            size=lambda manifest: len(manifest[0]) + len(manifest[1]))
         self.tags: ExpiringLRU[tuple[str, str, str], str] = ExpiringLRU("tag", settings.cache_entries, clock)
         self.verdicts: ExpiringLRU[tuple[object, ...], Result] = ExpiringLRU("verdict", settings.cache_entries,
                                                                              clock)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -11,7 +12,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-from webhook.gpgkeys import GpgKey, GpgKeyError, inspect_gpg_key
+from webhook.gpgkeys import GnupgHome, GpgKey, GpgKeyError, GpgKeyring
 from webhook.policy.models import TrustStore, X509Material
 from webhook.validation import ConfigError
 
@@ -98,39 +99,95 @@ def expires_at(material: KeyMaterial) -> datetime | None:
     return None
 
 
-# One parser per key-material field of a TrustStore key entry.
+# One parser per key-material field of a TrustStore key entry, besides `gpg` (inspected in the store's keyring).
 _KEY_PARSERS: dict[str, Callable[[Any], KeyMaterial]] = {
-    "gpg": inspect_gpg_key,
     "publicKey": _pem_public_key,
     "rekorPublicKey": _rekor_public_key,
     "x509": parse_x509,
 }
 
 
+class SharedUse:
+    """Counts the policy generations that hold one compiled object, so that a bundle swap can reuse it and only
+    the last generation to let go releases what it holds."""
+
+    def __init__(self) -> None:
+        self._holders = 0
+        self._released = False
+        self._lock = threading.Lock()
+
+    def acquire(self) -> bool:
+        """Count one more holder; False if the object was already released (it must then be compiled anew)."""
+        with self._lock:
+            if self._released:
+                return False
+            self._holders += 1
+            return True
+
+    def release(self) -> bool:
+        """Count one holder less; True for the caller that must release the object (the last one, or the
+        compilation that made it and never handed it to a generation)."""
+        with self._lock:
+            if self._released:
+                return False
+            self._holders = max(0, self._holders - 1)
+            self._released = self._holders == 0
+            return self._released
+
+
 @dataclass(frozen=True, slots=True)
 class CompiledTrustStore:
     name: str
     keys: Mapping[str, KeyMaterial]
+    # The one GNUPGHOME holding every GPG key of the store, shared by every authority that names it.
+    gpg_home: GnupgHome | None = field(default=None, repr=False, compare=False)
+    # What it was compiled from: an identical TrustStore in the next generation reuses this one.
+    source: TrustStore | None = field(default=None, repr=False, compare=False)
+    use: SharedUse = field(default_factory=SharedUse, repr=False, compare=False)
+
+    def release(self) -> None:
+        """Let go of the store for one generation; the last to let go removes its GNUPGHOME."""
+        if self.use.release() and self.gpg_home is not None:
+            self.gpg_home.close()
 
 
 def compile_trust_store(store: TrustStore) -> CompiledTrustStore:
-    """Parse every key of `store`; raise ConfigError at the first entry that is not usable key material."""
-    keys: dict[str, KeyMaterial] = {}
-    for index, entry in enumerate(store.spec.keys):
-        if entry.valueFrom is not None:
-            raise ConfigError(
-                f"spec.keys[{index}].valueFrom",
-                f"key material in a {entry.valueFrom.kind} is read only by `trustgate controller` in a cluster; "
-                f"give the {entry.material_field} value inline here",
-            )
-        field_name = entry.material_field
-        try:
-            keys[entry.name] = _KEY_PARSERS[field_name](getattr(entry, field_name))
-        except (KeyMaterialError, GpgKeyError) as exc:
-            raise ConfigError(f"spec.keys[{index}].{field_name}", str(exc)) from None
-        if entry.hashAlgorithm is not None:
-            if isinstance(keys[entry.name].key, ed25519.Ed25519PublicKey):
-                raise ConfigError(f"spec.keys[{index}].hashAlgorithm",
-                                  "Ed25519 signs the message itself; a hashAlgorithm does not apply")
-            keys[entry.name] = replace(keys[entry.name], hash_algorithm=entry.hashAlgorithm)
-    return CompiledTrustStore(store.metadata.name, keys)
+    """Parse every key of `store`; raise ConfigError at the first entry that is not usable key material.
+
+    The store's GPG keys are inspected in one GNUPGHOME, which the compiled store keeps for verification.
+    """
+    keyring: GpgKeyring | None = None
+    try:
+        keys: dict[str, KeyMaterial] = {}
+        gpg_entries: dict[str, str] = {}  # entry name -> primary fingerprint
+        for index, entry in enumerate(store.spec.keys):
+            if entry.valueFrom is not None:
+                raise ConfigError(
+                    f"spec.keys[{index}].valueFrom",
+                    f"key material in a {entry.valueFrom.kind} is read only by `trustgate controller` in a "
+                    f"cluster; give the {entry.material_field} value inline here",
+                )
+            field_name = entry.material_field
+            try:
+                if field_name == "gpg":
+                    keyring = keyring or GpgKeyring()
+                    gpg_entries[entry.name] = keyring.add(entry.gpg or "")
+                    continue
+                keys[entry.name] = _KEY_PARSERS[field_name](getattr(entry, field_name))
+            except (KeyMaterialError, GpgKeyError) as exc:
+                raise ConfigError(f"spec.keys[{index}].{field_name}", str(exc)) from None
+            if entry.hashAlgorithm is not None:
+                if isinstance(keys[entry.name].key, ed25519.Ed25519PublicKey):
+                    raise ConfigError(f"spec.keys[{index}].hashAlgorithm",
+                                      "Ed25519 signs the message itself; a hashAlgorithm does not apply")
+                keys[entry.name] = replace(keys[entry.name], hash_algorithm=entry.hashAlgorithm)
+        if keyring is not None:
+            inspected = keyring.keys()
+            keys.update((name, inspected[fingerprint]) for name, fingerprint in gpg_entries.items())
+    except BaseException:
+        if keyring is not None:
+            keyring.close()
+        raise
+    # Entries in the order the TrustStore gives them.
+    ordered = {entry.name: keys[entry.name] for entry in store.spec.keys}
+    return CompiledTrustStore(store.metadata.name, ordered, keyring.home if keyring is not None else None, store)

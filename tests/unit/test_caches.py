@@ -66,6 +66,27 @@ def test_the_least_recently_used_entry_goes_first_and_nothing_lives_for_zero_sec
     assert cache.get("d") is None
 
 
+def test_a_cache_never_weighs_more_than_its_bytes_bound() -> None:
+    cache: ExpiringLRU[str, bytes] = ExpiringLRU("test", 100, Clock(), max_bytes=10, size=len)
+    for index in range(50):
+        cache.put(f"k{index}", bytes(index % 7), 60)
+        assert cache.bytes <= 10 and len(cache) <= 100
+    assert cache.bytes == sum(len(value) for value in (cache.get(f"k{index}") for index in range(50)) if value)
+    cache.put("huge", bytes(11), 60)  # heavier than the whole bound: not kept, nothing evicted for it
+    assert cache.get("huge") is None and cache.bytes <= 10
+    cache.put("k49", bytes(2), 60)  # replaced: its old weight goes with it
+    assert cache.bytes == sum(len(value) for value in (cache.get(f"k{index}") for index in range(50)) if value)
+
+
+def test_the_manifest_cache_is_bounded_in_bytes() -> None:
+    caches = VerificationCaches(VerifySettings())
+    manifest = bytes(4 * 1024 * 1024)
+    for index in range(100):
+        caches.manifests.put(("registry.example.com/app", f"sha256:{index:064x}"), (manifest, "m"), 60)
+    assert caches.manifests.max_bytes is not None and caches.manifests.bytes <= caches.manifests.max_bytes
+    assert len(caches.manifests) == caches.manifests.max_bytes // (len(manifest) + 1)
+
+
 def test_concurrent_callers_share_one_computation_and_a_later_caller_starts_another() -> None:
     flights: SingleFlight[str, int] = SingleFlight("test")
     started = 0

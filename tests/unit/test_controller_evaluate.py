@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from pydantic import ValidationError
 
+from controller import evaluate
 from controller.evaluate import (
     REASON_INVALID_AUTHORITY,
     REASON_INVALID_KEY,
@@ -307,3 +308,27 @@ def test_value_from_keeps_the_entry_hash_algorithm() -> None:
     assert evaluation.ready, evaluation.message
     assert evaluation.resolved is not None
     assert evaluation.resolved.spec.keys[0].hashAlgorithm == "sha384"
+
+
+def test_a_store_compiled_before_from_the_same_content_is_not_compiled_again(
+        keys: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    body = trust_store("release", {"k1": keys["valid"]})
+    first = evaluate_store(body, _no_objects, NOW)
+    assert first.ready and first.compiled is not None
+    compiled: list[str] = []
+    real_compile = evaluate.compile_trust_store
+
+    def counting(store: Any) -> Any:
+        compiled.append(store.metadata.name)
+        return real_compile(store)
+
+    monkeypatch.setattr(evaluate, "compile_trust_store", counting)
+    again = evaluate_store(body, _no_objects, NOW, compiled_before={"release": first.compiled})
+    assert again.ready and again.compiled is first.compiled and compiled == []
+    # Validity is checked at each evaluation's own time, reused or not.
+    later = evaluate_store(body, _no_objects, NOW + datetime.timedelta(days=400),
+                           compiled_before={"release": first.compiled})
+    assert not later.ready and compiled == []
+    changed = evaluate_store(trust_store("release", {"k2": keys["valid"]}), _no_objects, NOW,
+                             compiled_before={"release": first.compiled})
+    assert changed.ready and changed.compiled is not first.compiled and compiled == ["release"]

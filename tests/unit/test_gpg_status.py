@@ -61,3 +61,11 @@ def test_refusals(stderr: str, returncode: int, expected: str) -> None:
 def test_human_readable_lines_cannot_forge_status() -> None:
     forged = "gpg: [GNUPG:] NEWSIG\ngpg: [GNUPG:] GOODSIG x\n" + status("NEWSIG", f"BADSIG {PRIMARY[-16:]} x")
     assert not interpret_gpg_status(forged, 1, b"", TRUSTED, "store").good
+
+
+def test_a_store_key_outside_the_authoritys_selection_is_refused_by_name() -> None:
+    # The TrustStore's gpg home holds every key of the store; the authority trusts only the keys it selects.
+    verdict = interpret_gpg_status(good(UNTRUSTED, UNTRUSTED), 0, b"payload", TRUSTED, "store", {UNTRUSTED: "other"})
+    assert not verdict.good
+    assert verdict.message == (f"signed by key {UNTRUSTED} (other in TrustStore store), which this authority's keys "
+                               "do not select")

@@ -31,6 +31,7 @@ from webhook.app import WebhookConfig, create_app
 from webhook.config import load_resources
 from webhook.pipeline import VerifySettings
 from webhook.policy.compile import compile_policy_set
+from webhook.policy.matching import GlobIndex, ImageGlob
 from webhook.references import InvalidReferenceError, parse_reference
 from webhook.registry.client import OCI_INDEX, OCI_MANIFEST, RegistryClient, RegistryError, RegistrySettings
 from webhook.registry.network import parse_cidr
@@ -297,3 +298,20 @@ def test_regression_non_ascii_x5c_entry_is_an_envelope_error() -> None:
     """base64 of non-ASCII text raised ValueError instead of EnvelopeError (an internal error, not a reason)."""
     with pytest.raises(EnvelopeError, match="x5c"):
         open_envelope(JWS_MEDIA_TYPE, json.dumps({**JWS, "header": {"x5c": ["\u0080"]}}).encode())
+
+
+# Few distinct segments, so that random globs and repositories often meet; wildcards in every position.
+_literal_segments = st.sampled_from(["a", "b", "ab", "library", "docker.io", "r.io", "r.io:5000", "localhost"])
+_glob_segments = _literal_segments | st.sampled_from(["*", "**", "a*", "*b", "a**", "**b", "*.io", "r.*"])
+_globs = st.lists(_glob_segments, min_size=1, max_size=5).map("/".join)
+_repositories = st.lists(_literal_segments | st.sampled_from(["", "x"]), min_size=1, max_size=6).map("/".join)
+
+
+@fuzz
+@given(st.lists(st.lists(_globs, min_size=1, max_size=3), max_size=12), st.lists(_repositories, max_size=8))
+def test_the_glob_index_answers_as_trying_every_glob(owners: list[list[str]], repositories: list[str]) -> None:
+    compiled = [[ImageGlob.compile(pattern) for pattern in patterns] for patterns in owners]
+    index = GlobIndex(compiled)
+    for repository in repositories:
+        scanned = [position for position, globs in enumerate(compiled) if any(g.matches(repository) for g in globs)]
+        assert index.matching(repository) == scanned

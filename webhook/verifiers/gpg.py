@@ -1,10 +1,11 @@
 """GPG "simple signing" verifier: the containers/image atomic signatures that skopeo and podman write.
 
-gpg runs through python-gnupg in a throw-away GNUPGHOME that holds only the authority's trusted public
-keys; the user's GNUPGHOME and keyrings are never read. gpg's verdict is taken from its machine-readable
-status lines (doc/DETAILS in GnuPG), and only a single good, valid signature whose primary key is one of
-the authority's trusted keys is accepted. The signed literal data is then parsed as a strict simple-signing
-payload, its digest compared with the manifest and its identity checked by the authority's rule.
+gpg runs through python-gnupg in the throw-away GNUPGHOME of the authority's TrustStore, which holds that
+store's public keys and nothing else (every authority naming the store shares it); the user's GNUPGHOME and
+keyrings are never read. gpg's verdict is taken from its machine-readable status lines (doc/DETAILS in
+GnuPG), and only a single good, valid signature whose primary key is one of the authority's trusted keys (its
+`keys:` selection) is accepted. The signed literal data is then parsed as a strict simple-signing payload,
+its digest compared with the manifest and its identity checked by the authority's rule.
 """
 
 from __future__ import annotations
@@ -52,9 +53,12 @@ def _status_lines(stderr: str) -> list[list[str]]:
 
 
 def interpret_gpg_status(stderr: str, returncode: int | None, plaintext: bytes,
-                         trusted: Mapping[str, str], store_name: str) -> GpgVerdict:
-    """Decide from gpg's status lines. `trusted` maps trusted primary fingerprints to their entry names."""
+                         trusted: Mapping[str, str], store_name: str,
+                         unselected: Mapping[str, str] | None = None) -> GpgVerdict:
+    """Decide from gpg's status lines. `trusted` maps trusted primary fingerprints to their entry names;
+    `unselected` maps the store's other keys (those the authority's `keys:` leaves out) to theirs."""
     untrusted = f"not in TrustStore {store_name}"
+    unselected = unselected or {}
     status = _status_lines(stderr)
     keywords = [fields[0] for fields in status if fields]
 
@@ -86,6 +90,9 @@ def interpret_gpg_status(stderr: str, returncode: int | None, plaintext: bytes,
         return GpgVerdict(False, f"gpg did not report a good and valid signature (exit {returncode})")
     validsig = first("VALIDSIG")
     primary = validsig[9] if len(validsig) > 9 else validsig[0]
+    if primary in unselected:
+        return GpgVerdict(False, f"signed by key {primary} ({unselected[primary]} in TrustStore {store_name}), "
+                                 "which this authority's keys do not select")
     if primary not in trusted:
         return GpgVerdict(False, f"signed by key {primary}, {untrusted}")
     created = int(validsig[2]) if len(validsig) > 2 and validsig[2].isdigit() else None
@@ -102,11 +109,16 @@ class GpgAuthorityVerifier(CompiledAuthority):
     spec: GpgAuthority
     store_name: str
     keys: dict[str, GpgKey]
+    # The TrustStore's home, holding all its keys: it belongs to the compiled TrustStore, which removes it.
     home: GnupgHome = field(repr=False)
+    # The store's GPG keys this authority does not select, for a denial that says so.
+    unselected: dict[str, GpgKey] = field(default_factory=dict, repr=False)
     verifier_type: str = "gpg"
 
     def __post_init__(self) -> None:
         self._trusted = {key.fingerprint: key_name for key_name, key in self.keys.items()}
+        self._unselected = {key.fingerprint: key_name for key_name, key in self.unselected.items()
+                            if key.fingerprint not in self._trusted}
 
     @property
     def rule(self) -> SignedIdentity:
@@ -121,7 +133,7 @@ class GpgAuthorityVerifier(CompiledAuthority):
     def verify_signature(self, image: ResolvedImage, material: SignatureMaterial) -> Result:
         result = self.home.gpg.decrypt(material.data)
         verdict = interpret_gpg_status(result.stderr or "", result.returncode, result.data, self._trusted,
-                                       self.store_name)
+                                       self.store_name, self._unselected)
         if not verdict.good:
             return Result.fail(material.label, "gpg.signature", verdict.message)
         return self.check_payload(image, material.label, verdict)
@@ -148,9 +160,6 @@ class GpgAuthorityVerifier(CompiledAuthority):
         return Result.ok(label, "signature.valid", f"{verdict.message}, signed for {payload.docker_reference}",
                          signer=verdict.signer, details=details, signer_ids=signer_ids, signed_at=signed_at)
 
-    def close(self) -> None:
-        self.home.close()
-
 
 class GpgVerifier(VerifierPlugin):
     type_name = "gpg"
@@ -162,6 +171,7 @@ class GpgVerifier(VerifierPlugin):
         store = find_trust_store(trust_stores, spec.trustStore, path)
         available = {name: key for name, key in store.keys.items() if isinstance(key, GpgKey)}
         selected = select_keys(available, spec.keys, spec.trustStore, "gpg", path)
-        home = GnupgHome(key.armored for key in selected.values())
-        return GpgAuthorityVerifier(authority_name, spec, spec.trustStore, selected, home)
+        assert store.gpg_home is not None  # a TrustStore with GPG entries is compiled with its home
+        unselected = {name: key for name, key in available.items() if name not in selected}
+        return GpgAuthorityVerifier(authority_name, spec, spec.trustStore, selected, store.gpg_home, unselected)
 
