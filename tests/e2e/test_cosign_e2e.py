@@ -32,6 +32,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from tests.e2e import infra
 from tests.e2e.conftest import Run, admission_review, reasons, running_webhook, verify, write_config
 from tests.helpers import key_store, trust_policy
+from tests.tsa import timestamp_authority
+from webhook.verifiers.cosign_bundle import pae
 
 PASSWORD = "cosign-test-password"
 SIMPLE_SIGNING = "application/vnd.dev.cosign.simplesigning.v1+json"
@@ -426,6 +428,8 @@ def test_serve_admits_cosign_signed_and_denies_attacker_signed(
 
 BUNDLE_V03 = "application/vnd.dev.sigstore.bundle.v0.3+json"
 EMPTY_CONFIG = "application/vnd.oci.empty.v1+json"
+IN_TOTO = "application/vnd.in-toto+json"
+SIGN_PREDICATE = "https://sigstore.dev/cosign/sign/v1"
 
 
 def cosign3_sign(registry: infra.Registry, keys: CosignKeys, reference: str, key: str) -> None:
@@ -561,3 +565,36 @@ def test_truncated_bundle_is_denied(image: Any, registry: infra.Registry, cosign
     attach_bundle(registry, "cosign/truncated", other, bundle[: len(bundle) // 2])
     assert_denied(verify(config, registry, f"{registry.host}/cosign/truncated:b"),
                   "not a valid sigstore bundle: not valid JSON")
+
+
+def test_max_signature_age_counts_from_a_bundle_timestamp(tmp_path: Path, image: Any, registry: infra.Registry) -> None:
+    """A bundle whose only signed time is an RFC 3161 timestamp: ten days old by a trusted TSA."""
+    now = datetime.now(UTC)
+    tsa = timestamp_authority(around=now)
+    key = ec.generate_private_key(ec.SECP256R1())
+    digest = image("cosign/stamped")
+    statement = json.dumps({"_type": "https://in-toto.io/Statement/v1", "predicateType": SIGN_PREDICATE,
+                            "subject": [{"digest": {"sha256": digest.removeprefix("sha256:")}}],
+                            "predicate": {}}).encode()
+    signature = key.sign(pae(IN_TOTO, statement), ec.ECDSA(hashes.SHA256()))
+    attach_bundle(registry, "cosign/stamped", digest, json.dumps({
+        "mediaType": BUNDLE_V03,
+        "verificationMaterial": {"publicKey": {"hint": "ci"}, "timestampVerificationData": {"rfc3161Timestamps": [
+            {"signedTimestamp": base64.b64encode(tsa.stamp(signature, now - timedelta(days=10))).decode()}]}},
+        "dsseEnvelope": {"payload": base64.b64encode(statement).decode(), "payloadType": IN_TOTO,
+                         "signatures": [{"sig": base64.b64encode(signature).decode()}]}}).encode())
+
+    def config(name: str, max_age: str, *, with_tsa: bool = True) -> Path:
+        entries: list[dict[str, Any]] = [{"name": "ci", "publicKey": public_pem(key)}]
+        if with_tsa:
+            entries.append({"name": "tsa", "x509": {"role": "tsa", "certificates": tsa.root_pem}})
+        return write_config(tmp_path / name, key_store("ci-keys", entries), trust_policy(
+            "ci", [f"{registry.host}/cosign/**"],
+            [{"name": "ci", "maxSignatureAge": max_age, "cosign": {"trustStore": "ci-keys"}}]))
+
+    reference = f"{registry.host}/cosign/stamped:v1"
+    run = verify(config("month", "30d"), registry, reference)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert_denied(verify(config("week", "7d"), registry, reference), "older than maxSignatureAge (7 days)")
+    # Without a tsa root the timestamp proves nothing: the signature has no signed time at all.
+    assert_denied(verify(config("no-tsa", "30d", with_tsa=False), registry, reference), "carries no signed time")
