@@ -598,3 +598,23 @@ def test_max_signature_age_counts_from_a_bundle_timestamp(tmp_path: Path, image:
     assert_denied(verify(config("week", "7d"), registry, reference), "older than maxSignatureAge (7 days)")
     # Without a tsa root the timestamp proves nothing: the signature has no signed time at all.
     assert_denied(verify(config("no-tsa", "30d", with_tsa=False), registry, reference), "carries no signed time")
+
+
+def test_two_authorities_read_one_referrers_index(tmp_path: Path, image: Any, registry: infra.Registry,
+                                                  cosign_keys: CosignKeys) -> None:
+    """Two cosign authorities of one policy check one image: the referrers API is asked once for it."""
+    digest = image("cosign/two-authorities")
+    cosign3_sign(registry, cosign_keys, f"cosign/two-authorities@{digest}", "p256")
+    front = infra.start_referrers_registry(registry)
+    try:
+        through_api = dataclasses.replace(registry, port=front.port)
+        store = key_store("ci-keys", [{"name": "p256", "publicKey": cosign_keys.public["p256"]}])
+        policy = trust_policy("ci", [f"{through_api.host}/cosign/**"], [
+            {"name": name, "cosign": {"trustStore": "ci-keys"}} for name in ("build", "release")])
+        run = verify(write_config(tmp_path / "two", store, policy), through_api,
+                     f"{through_api.host}/cosign/two-authorities:v1")
+    finally:
+        front.stop()
+    assert run.returncode == 0, run.stdout + run.stderr
+    asked = [path for path in front.api_requests if digest in path]
+    assert len(asked) == 1, asked
