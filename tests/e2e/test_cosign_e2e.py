@@ -487,7 +487,7 @@ def attach_bundle(registry: infra.Registry, repository: str, digest: str, bundle
               content=json.dumps(index).encode(), headers={"Content-Type": infra.OCI_INDEX}).raise_for_status()
 
 
-# cosign 3.1.1 writes Ed25519 and P-384 bundles that its own `verify --key` refuses: only P-256 is signed here.
+# cosign 3.1.1 writes Ed25519 and P-384 bundles that its own `verify --key` refuses: see the test after this one.
 @pytest.mark.parametrize("key", ["p256"])
 def test_cosign3_bundle_signed_with_a_trusted_key_is_admitted_by_tag_and_digest(
         key: str, image: Any, registry: infra.Registry, cosign_keys: CosignKeys, config: Path) -> None:
@@ -499,6 +499,25 @@ def test_cosign3_bundle_signed_with_a_trusted_key_is_admitted_by_tag_and_digest(
         assert run.returncode == 0, run.stdout + run.stderr
         verdict = json.dumps(run.json()["images"][0]["explanation"])
         assert f"good sigstore bundle signature by key {key}" in verdict, verdict
+
+
+def test_cosign3_p384_and_ed25519_bundles_use_sigstores_algorithms(
+        tmp_path: Path, image: Any, registry: infra.Registry, cosign_keys: CosignKeys) -> None:
+    """cosign 3 signs bundles as sigstore's algorithm registry says (P-384 with SHA-384, Ed25519 as
+    Ed25519ph), unlike its `.sig` signatures and its own `verify --key` (SHA-256, pure Ed25519)."""
+    for key in ("p384", "ed25519"):
+        cosign3_sign(registry, cosign_keys, f"cosign/bundle-{key}@{image(f'cosign/bundle-{key}')}", key)
+        with pytest.raises(RuntimeError):
+            cosign3_verify(registry, cosign_keys, key, f"cosign/bundle-{key}:v1")
+    sha384 = cosign_config(tmp_path / "sha384", registry, cosign_keys, key_names=(), extra_entries=(
+        {"name": "p384", "publicKey": cosign_keys.public["p384"], "hashAlgorithm": "sha384"},))
+    run = verify(sha384, registry, f"{registry.host}/cosign/bundle-p384:v1")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert_denied(verify(cosign_config(tmp_path / "sha256", registry, cosign_keys), registry,
+                         f"{registry.host}/cosign/bundle-p384:v1"), "does not verify with any trusted key")
+    # Ed25519ph is not verified: documented in docs/cosign.md.
+    assert_denied(verify(cosign_config(tmp_path / "ed", registry, cosign_keys), registry,
+                         f"{registry.host}/cosign/bundle-ed25519:v1"), "does not verify with any trusted key")
 
 
 def test_cosign3_bundle_is_found_through_the_referrers_api(image: Any, registry: infra.Registry,
@@ -618,3 +637,17 @@ def test_two_authorities_read_one_referrers_index(tmp_path: Path, image: Any, re
     assert run.returncode == 0, run.stdout + run.stderr
     asked = [path for path in front.api_requests if digest in path]
     assert len(asked) == 1, asked
+
+
+def test_cosign3_bundle_copied_with_oras_is_admitted_in_the_copy(image: Any, registry: infra.Registry,
+                                                                 cosign_keys: CosignKeys, config: Path) -> None:
+    """Bundles name no repository, so a copy with its referrers passes under the default rule (as the README's
+    identity table says), where a `.sig` copy is refused (test_signature_copied_to_another_repository_...)."""
+    digest = image("cosign/bundle-origin")
+    cosign3_sign(registry, cosign_keys, f"cosign/bundle-origin@{digest}", "p256")
+    infra.run("oras", "cp", "-r", "--from-plain-http", "--to-plain-http", f"{registry.host}/cosign/bundle-origin:v1",
+              f"{registry.host}/cosign/bundle-copy:v1")
+    assert referrers_index(registry, "cosign/bundle-copy", digest)["manifests"], "oras copied no referrer"
+    run = verify(config, registry, f"{registry.host}/cosign/bundle-copy:v1")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "good sigstore bundle signature by key p256" in json.dumps(run.json()["images"][0]["explanation"])
