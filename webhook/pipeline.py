@@ -24,6 +24,7 @@ from webhook.references import ImageReference, InvalidReferenceError, parse_refe
 from webhook.registry.client import RegistryClient, RegistryError
 from webhook.registry.keyring import NO_PULL_CREDENTIALS, PullCredentials
 from webhook.results import Result, at_least
+from webhook.sources.referrers import shared_lookups as shared_referrers_lookups
 
 log = logging.getLogger(__name__)
 
@@ -231,8 +232,10 @@ class Pipeline:
         caches = self._caches
         freshness = Freshness(caches.clock() + self.settings.verdict_cache_seconds)
         try:
-            async with asyncio.timeout(self.settings.deadline_seconds):
-                verdict = await self._verify(image, context, freshness)
+            # Every authority checking this image reads its referrers index from one lookup.
+            with shared_referrers_lookups():
+                async with asyncio.timeout(self.settings.deadline_seconds):
+                    verdict = await self._verify(image, context, freshness)
         except TimeoutError:
             message = f"verification did not finish within {self.settings.deadline_seconds:g}s; denied"
             return self._verdict(image, Result.fail(image, "deadline", message), allowed=False)

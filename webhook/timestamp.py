@@ -1,7 +1,9 @@
 """RFC 3161 timestamps over a signature (Notary Project countersignatures, sigstore bundles), verified offline
 against `tsa` roots.
 
-The token is a CMS SignedData (RFC 5652) whose content is a TSTInfo. asn1crypto parses the structures (it
+The token is a CMS SignedData (RFC 5652) whose content is a TSTInfo. A Notary Project countersignature is the
+token itself; a sigstore bundle holds the TSA's whole TimeStampResp (RFC 3161 section 2.4.2), which
+`token_of_response` opens. asn1crypto parses the structures (it
 accepts the BER set ordering real TSAs emit, which strict DER parsers refuse); every signature check is done
 by `cryptography`, and the TSA certificate chain by `webhook.pki.verify_chain` with the timeStamping purpose.
 """
@@ -45,6 +47,21 @@ def _digest(name: str, data: bytes) -> bytes:
     if name not in _HASHES:
         raise TimestampError(f"unsupported digest algorithm {name} (sha256, sha384 or sha512 required)")
     return hashlib.new(name, data).digest()
+
+
+def token_of_response(response: bytes) -> bytes:
+    """The TimeStampToken of a DER TimeStampResp whose status grants it; raise TimestampError otherwise."""
+    try:
+        parsed = tsp.TimeStampResp.load(response, strict=True)
+        status = parsed["status"]["status"].native
+        token = parsed["time_stamp_token"]
+    except (ValueError, TypeError, KeyError) as exc:
+        raise TimestampError(f"timestamp response cannot be parsed: {exc}") from None
+    if status not in ("granted", "granted_with_mods"):
+        raise TimestampError(f"the timestamp response's status is {status!r}, not granted")
+    if not isinstance(token, cms.ContentInfo) or token.contents is None:
+        raise TimestampError("the timestamp response holds no timestamp token")
+    return bytes(token.dump())
 
 
 def _parse(token: bytes) -> tuple[cms.SignedData, tsp.TSTInfo]:

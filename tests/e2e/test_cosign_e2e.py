@@ -32,6 +32,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from tests.e2e import infra
 from tests.e2e.conftest import Run, admission_review, reasons, running_webhook, verify, write_config
 from tests.helpers import key_store, trust_policy
+from tests.tsa import timestamp_authority
+from webhook.verifiers.cosign_bundle import pae
 
 PASSWORD = "cosign-test-password"
 SIMPLE_SIGNING = "application/vnd.dev.cosign.simplesigning.v1+json"
@@ -426,6 +428,8 @@ def test_serve_admits_cosign_signed_and_denies_attacker_signed(
 
 BUNDLE_V03 = "application/vnd.dev.sigstore.bundle.v0.3+json"
 EMPTY_CONFIG = "application/vnd.oci.empty.v1+json"
+IN_TOTO = "application/vnd.in-toto+json"
+SIGN_PREDICATE = "https://sigstore.dev/cosign/sign/v1"
 
 
 def cosign3_sign(registry: infra.Registry, keys: CosignKeys, reference: str, key: str) -> None:
@@ -483,7 +487,7 @@ def attach_bundle(registry: infra.Registry, repository: str, digest: str, bundle
               content=json.dumps(index).encode(), headers={"Content-Type": infra.OCI_INDEX}).raise_for_status()
 
 
-# cosign 3.1.1 writes Ed25519 and P-384 bundles that its own `verify --key` refuses: only P-256 is signed here.
+# cosign 3.1.1 writes Ed25519 and P-384 bundles that its own `verify --key` refuses: see the test after this one.
 @pytest.mark.parametrize("key", ["p256"])
 def test_cosign3_bundle_signed_with_a_trusted_key_is_admitted_by_tag_and_digest(
         key: str, image: Any, registry: infra.Registry, cosign_keys: CosignKeys, config: Path) -> None:
@@ -495,6 +499,25 @@ def test_cosign3_bundle_signed_with_a_trusted_key_is_admitted_by_tag_and_digest(
         assert run.returncode == 0, run.stdout + run.stderr
         verdict = json.dumps(run.json()["images"][0]["explanation"])
         assert f"good sigstore bundle signature by key {key}" in verdict, verdict
+
+
+def test_cosign3_p384_and_ed25519_bundles_use_sigstores_algorithms(
+        tmp_path: Path, image: Any, registry: infra.Registry, cosign_keys: CosignKeys) -> None:
+    """cosign 3 signs bundles as sigstore's algorithm registry says (P-384 with SHA-384, Ed25519 as
+    Ed25519ph), unlike its `.sig` signatures and its own `verify --key` (SHA-256, pure Ed25519)."""
+    for key in ("p384", "ed25519"):
+        cosign3_sign(registry, cosign_keys, f"cosign/bundle-{key}@{image(f'cosign/bundle-{key}')}", key)
+        with pytest.raises(RuntimeError):
+            cosign3_verify(registry, cosign_keys, key, f"cosign/bundle-{key}:v1")
+    sha384 = cosign_config(tmp_path / "sha384", registry, cosign_keys, key_names=(), extra_entries=(
+        {"name": "p384", "publicKey": cosign_keys.public["p384"], "hashAlgorithm": "sha384"},))
+    run = verify(sha384, registry, f"{registry.host}/cosign/bundle-p384:v1")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert_denied(verify(cosign_config(tmp_path / "sha256", registry, cosign_keys), registry,
+                         f"{registry.host}/cosign/bundle-p384:v1"), "does not verify with any trusted key")
+    # Ed25519ph is not verified: documented in docs/cosign.md.
+    assert_denied(verify(cosign_config(tmp_path / "ed", registry, cosign_keys), registry,
+                         f"{registry.host}/cosign/bundle-ed25519:v1"), "does not verify with any trusted key")
 
 
 def test_cosign3_bundle_is_found_through_the_referrers_api(image: Any, registry: infra.Registry,
@@ -561,3 +584,70 @@ def test_truncated_bundle_is_denied(image: Any, registry: infra.Registry, cosign
     attach_bundle(registry, "cosign/truncated", other, bundle[: len(bundle) // 2])
     assert_denied(verify(config, registry, f"{registry.host}/cosign/truncated:b"),
                   "not a valid sigstore bundle: not valid JSON")
+
+
+def test_max_signature_age_counts_from_a_bundle_timestamp(tmp_path: Path, image: Any, registry: infra.Registry) -> None:
+    """A bundle whose only signed time is an RFC 3161 timestamp: ten days old by a trusted TSA."""
+    now = datetime.now(UTC)
+    tsa = timestamp_authority(around=now)
+    key = ec.generate_private_key(ec.SECP256R1())
+    digest = image("cosign/stamped")
+    statement = json.dumps({"_type": "https://in-toto.io/Statement/v1", "predicateType": SIGN_PREDICATE,
+                            "subject": [{"digest": {"sha256": digest.removeprefix("sha256:")}}],
+                            "predicate": {}}).encode()
+    signature = key.sign(pae(IN_TOTO, statement), ec.ECDSA(hashes.SHA256()))
+    attach_bundle(registry, "cosign/stamped", digest, json.dumps({
+        "mediaType": BUNDLE_V03,
+        "verificationMaterial": {"publicKey": {"hint": "ci"}, "timestampVerificationData": {"rfc3161Timestamps": [
+            {"signedTimestamp": base64.b64encode(tsa.stamp(signature, now - timedelta(days=10))).decode()}]}},
+        "dsseEnvelope": {"payload": base64.b64encode(statement).decode(), "payloadType": IN_TOTO,
+                         "signatures": [{"sig": base64.b64encode(signature).decode()}]}}).encode())
+
+    def config(name: str, max_age: str, *, with_tsa: bool = True) -> Path:
+        entries: list[dict[str, Any]] = [{"name": "ci", "publicKey": public_pem(key)}]
+        if with_tsa:
+            entries.append({"name": "tsa", "x509": {"role": "tsa", "certificates": tsa.root_pem}})
+        return write_config(tmp_path / name, key_store("ci-keys", entries), trust_policy(
+            "ci", [f"{registry.host}/cosign/**"],
+            [{"name": "ci", "maxSignatureAge": max_age, "cosign": {"trustStore": "ci-keys"}}]))
+
+    reference = f"{registry.host}/cosign/stamped:v1"
+    run = verify(config("month", "30d"), registry, reference)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert_denied(verify(config("week", "7d"), registry, reference), "older than maxSignatureAge (7 days)")
+    # Without a tsa root the timestamp proves nothing: the signature has no signed time at all.
+    assert_denied(verify(config("no-tsa", "30d", with_tsa=False), registry, reference), "carries no signed time")
+
+
+def test_two_authorities_read_one_referrers_index(tmp_path: Path, image: Any, registry: infra.Registry,
+                                                  cosign_keys: CosignKeys) -> None:
+    """Two cosign authorities of one policy check one image: the referrers API is asked once for it."""
+    digest = image("cosign/two-authorities")
+    cosign3_sign(registry, cosign_keys, f"cosign/two-authorities@{digest}", "p256")
+    front = infra.start_referrers_registry(registry)
+    try:
+        through_api = dataclasses.replace(registry, port=front.port)
+        store = key_store("ci-keys", [{"name": "p256", "publicKey": cosign_keys.public["p256"]}])
+        policy = trust_policy("ci", [f"{through_api.host}/cosign/**"], [
+            {"name": name, "cosign": {"trustStore": "ci-keys"}} for name in ("build", "release")])
+        run = verify(write_config(tmp_path / "two", store, policy), through_api,
+                     f"{through_api.host}/cosign/two-authorities:v1")
+    finally:
+        front.stop()
+    assert run.returncode == 0, run.stdout + run.stderr
+    asked = [path for path in front.api_requests if digest in path]
+    assert len(asked) == 1, asked
+
+
+def test_cosign3_bundle_copied_with_oras_is_admitted_in_the_copy(image: Any, registry: infra.Registry,
+                                                                 cosign_keys: CosignKeys, config: Path) -> None:
+    """Bundles name no repository, so a copy with its referrers passes under the default rule (as the README's
+    identity table says), where a `.sig` copy is refused (test_signature_copied_to_another_repository_...)."""
+    digest = image("cosign/bundle-origin")
+    cosign3_sign(registry, cosign_keys, f"cosign/bundle-origin@{digest}", "p256")
+    infra.run("oras", "cp", "-r", "--from-plain-http", "--to-plain-http", f"{registry.host}/cosign/bundle-origin:v1",
+              f"{registry.host}/cosign/bundle-copy:v1")
+    assert referrers_index(registry, "cosign/bundle-copy", digest)["manifests"], "oras copied no referrer"
+    run = verify(config, registry, f"{registry.host}/cosign/bundle-copy:v1")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "good sigstore bundle signature by key p256" in json.dumps(run.json()["images"][0]["explanation"])

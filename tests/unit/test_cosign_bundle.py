@@ -19,9 +19,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.certificates import NOW, Issued, issue
 from tests.helpers import key_store, resolved, resources, trust_policy
+from tests.tsa import timestamp_authority
 from webhook.artifacts import SignatureMaterial
 from webhook.policy.compile import compile_policy_set
 from webhook.rekor import canonical_payload, leaf_hash
+from webhook.timestamp import token_of_response
 from webhook.verifiers.cosign import CosignAuthorityVerifier
 from webhook.verifiers.cosign_bundle import pae
 
@@ -125,7 +127,22 @@ def with_tlog(bundle: dict[str, Any], *, promise: bool = True, proof: bool = Tru
     return bundle
 
 
-def verifier(*, certificate: bool = False, rekor: bool = False, **authority: Any) -> CosignAuthorityVerifier:
+TSA = timestamp_authority()
+
+
+def with_timestamp(bundle: dict[str, Any], response: bytes) -> dict[str, Any]:
+    bundle = copy.deepcopy(bundle)
+    bundle["verificationMaterial"]["timestampVerificationData"] = {"rfc3161Timestamps": [
+        {"signedTimestamp": b64(response)}]}
+    return bundle
+
+
+def signature_of(bundle: dict[str, Any]) -> bytes:
+    return base64.b64decode(bundle["dsseEnvelope"]["signatures"][0]["sig"])
+
+
+def verifier(*, certificate: bool = False, rekor: bool = False, tsa: bool = False,
+             **authority: Any) -> CosignAuthorityVerifier:
     entries: list[dict[str, Any]] = [{"name": "signer", "publicKey": pem(SIGNING_KEY)}]
     spec: dict[str, Any] = {"trustStore": "s", "keys": ["signer"], **authority}
     if certificate:
@@ -133,6 +150,8 @@ def verifier(*, certificate: bool = False, rekor: bool = False, **authority: Any
         spec = {"trustStore": "s", "keys": ["ca"], "certificateIdentity": {"subjectRegExp": ".*"}, **authority}
     if rekor:
         entries.append({"name": "rekor", "rekorPublicKey": pem(REKOR_KEY)})
+    if tsa:
+        entries.append({"name": "tsa", "x509": {"role": "tsa", "certificates": TSA.root_pem}})
     policy_set = compile_policy_set(resources(key_store("s", entries),
                                               trust_policy("p", ["**"], [{"name": "a", "cosign": spec}])))
     compiled = policy_set.policies[0].authorities[0].verifier
@@ -279,6 +298,85 @@ def test_required_log_entry_missing_fails() -> None:
     compiled = verifier(rekor=True, transparencyLog={"require": True})
     assert check(dsse_bundle(), compiled)[:2] == (False, "cosign.tlog")
     assert check(with_tlog(dsse_bundle()), compiled)[0]
+
+
+# --- RFC 3161 timestamps ------------------------------------------------------------------------------------
+
+STAMPED_AT = NOW - timedelta(days=2)
+
+
+def test_timestamp_of_a_trusted_tsa_is_the_signed_time() -> None:
+    bundle = dsse_bundle()
+    result = verifier(tsa=True).verify_signature(IMAGE, SignatureMaterial(
+        "b", json.dumps(with_timestamp(bundle, TSA.stamp(signature_of(bundle), STAMPED_AT))).encode(), BUNDLE_V03))
+    assert result.passed, result.message
+    assert result.signed_at == int(STAMPED_AT.timestamp())
+    assert result.details["signedTime"] == STAMPED_AT.isoformat()
+
+
+def test_timestamps_are_ignored_without_tsa_roots() -> None:
+    bundle = dsse_bundle()
+    result = verifier().verify_signature(IMAGE, SignatureMaterial(
+        "b", json.dumps(with_timestamp(bundle, TSA.stamp(signature_of(bundle), STAMPED_AT))).encode(), BUNDLE_V03))
+    assert result.passed and result.signed_at is None, result.message
+
+
+def test_certificate_is_checked_at_the_timestamp_not_now() -> None:
+    """The leaf expired long before `now`, but was valid when the TSA saw the signature."""
+    bundle = dsse_bundle(LEAF.key, certificate=True)
+    compiled = verifier(certificate=True, tsa=True)
+    compiled.now = lambda: LEAF.certificate.not_valid_after_utc + timedelta(days=30)
+    assert check(with_timestamp(bundle, TSA.stamp(signature_of(bundle), STAMPED_AT)), compiled)[0]
+    passed, code, message = check(bundle, compiled)
+    assert (passed, code) == (False, "cosign.certificate") and "now (no verified signed time)" in message, message
+
+
+def test_certificate_expired_at_the_timestamp_fails() -> None:
+    """Valid now (as `now` is set), but expired when the TSA saw the signature: a signature made with a key
+    whose certificate had lapsed."""
+    expired = with_email(issue("release", issuer=ROOT, not_before=NOW - timedelta(days=30),
+                               not_after=STAMPED_AT - timedelta(days=1)), ROOT, "release@example.com")
+    bundle = dsse_bundle(expired.key, certificate=True)
+    bundle["verificationMaterial"]["certificate"]["rawBytes"] = b64(
+        expired.certificate.public_bytes(serialization.Encoding.DER))
+    compiled = verifier(certificate=True, tsa=True)
+    compiled.now = lambda: NOW - timedelta(days=20)
+    assert check(bundle, compiled)[0]  # without the timestamp it is checked now, when it is valid
+    passed, code, message = check(with_timestamp(bundle, TSA.stamp(signature_of(bundle), STAMPED_AT)), compiled)
+    assert (passed, code) == (False, "cosign.certificate") and "at its signed time" in message, message
+
+
+def _backdated(response: bytes) -> bytes:
+    """The TSTInfo's genTime moved a year back, the TSA's signature left as it was."""
+    stamped = STAMPED_AT.strftime("%Y%m%d%H%M%SZ").encode()
+    assert response.count(stamped) == 1
+    return response.replace(stamped, (STAMPED_AT - timedelta(days=365)).strftime("%Y%m%d%H%M%SZ").encode())
+
+
+def _signature_flipped(response: bytes) -> bytes:
+    """The last byte of the DER is the last byte of the TSA's signature (no unsigned attributes follow)."""
+    return response[:-1] + bytes([response[-1] ^ 0x01])
+
+
+def _token_only(response: bytes) -> bytes:
+    """The bare TimeStampToken (as a Notary Project countersignature holds it), not the TimeStampResp."""
+    return token_of_response(response)
+
+
+OTHER_TSA = timestamp_authority("Other TSA")
+
+
+@pytest.mark.parametrize(("make", "reason"), [
+    (lambda signature: TSA.stamp(b"other bytes", STAMPED_AT), "does not cover this signature"),
+    (lambda signature: OTHER_TSA.stamp(signature, STAMPED_AT), "timestamp authority is not trusted"),
+    (lambda signature: _backdated(TSA.stamp(signature, STAMPED_AT)), "message-digest attribute does not match"),
+    (lambda signature: _signature_flipped(TSA.stamp(signature, STAMPED_AT)), "signature does not verify"),
+    (lambda signature: _token_only(TSA.stamp(signature, STAMPED_AT)), "timestamp response cannot be parsed"),
+], ids=["other-bytes", "untrusted-tsa", "backdated-tstinfo", "flipped-signature", "token-not-response"])
+def test_bad_timestamps_fail(make: Callable[[bytes], bytes], reason: str) -> None:
+    bundle = dsse_bundle()
+    passed, code, message = check(with_timestamp(bundle, make(signature_of(bundle))), verifier(tsa=True))
+    assert (passed, code) == (False, "cosign.timestamp") and reason in message, message
 
 
 # --- the upstream vector ------------------------------------------------------------------------------------

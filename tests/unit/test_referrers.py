@@ -10,7 +10,7 @@ from typing import Any
 from webhook.artifacts import ImageTarget
 from webhook.references import parse_reference
 from webhook.registry.client import RegistryError, RegistrySettings
-from webhook.sources.referrers import REFERRERS_MODE_SECONDS, NotationReferrers
+from webhook.sources.referrers import REFERRERS_MODE_SECONDS, BundleReferrers, NotationReferrers, shared_lookups
 
 DIGEST = "sha256:" + "ab" * 32
 TARGET = ImageTarget(parse_reference(f"registry.example.com/app@{DIGEST}"), DIGEST)
@@ -91,3 +91,19 @@ def test_a_fault_of_the_api_teaches_nothing_about_the_registry() -> None:
     assert lookups(source, registry)[0] == ["api", "tag"]
     registry.api = EMPTY_INDEX
     assert lookups(source, registry)[0] == ["api"]
+
+
+def test_within_one_verification_the_index_is_fetched_once_for_every_kind() -> None:
+    """Notation and cosign authorities checking one image, at once and one after the other."""
+    registry = StubRegistry(api=EMPTY_INDEX)
+    notation, bundles, more_bundles = NotationReferrers(clock=Clock()), BundleReferrers(), BundleReferrers()
+
+    async def verification() -> None:
+        with shared_lookups():
+            await asyncio.gather(notation.collect(TARGET, registry), bundles.collect(TARGET, registry))  # type: ignore[arg-type]
+            await more_bundles.collect(TARGET, registry)  # type: ignore[arg-type]
+
+    asyncio.run(verification())
+    assert sorted(registry.asked) == ["api", "tag"]
+    asyncio.run(verification())  # the next verification asks again
+    assert sorted(registry.asked) == ["api", "api", "tag"]

@@ -10,13 +10,19 @@ be of the wanted kind (a Notary signature: artifactType or config mediaType
 `application/vnd.dev.sigstore.bundle.v0.3+json` or an older bundle version) with exactly one layer of that
 kind's media types and a `subject` naming the image's digest; that layer's blob becomes the material. The
 subject is only where the registry filed it: the verifiers check what the signed content names.
+
+Within one verification (`shared_lookups`), an image's referrers index is fetched once, however many
+authorities (Notation and cosign alike) look for their signatures in it, at once or one after another: the
+index is asked for unfiltered and each kind picks its own entries.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -39,6 +45,7 @@ MAX_REFERRERS_BYTES = 4 * 1024 * 1024
 MAX_SIGNATURES = 16
 MAX_ENVELOPE_BYTES = 1024 * 1024
 REFERRERS_MODE_SECONDS = 300.0
+MAX_SHARED_LOOKUPS = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +109,38 @@ def envelope_layer(manifest: Any, image: ImageTarget,
     return layer, ""
 
 
+class _SharedLookups:
+    """The referrers lookups of one verification by (registry, repository, digest): the first asker fetches,
+    the others await its answer (or its error). Beyond MAX_SHARED_LOOKUPS images, lookups are not shared."""
+
+    def __init__(self) -> None:
+        self._lookups: dict[tuple[str, str, str], asyncio.Future[tuple[str, Any]]] = {}
+
+    async def get(self, key: tuple[str, str, str],
+                  lookup: Callable[[], Awaitable[tuple[str, Any]]]) -> tuple[str, Any]:
+        shared = self._lookups.get(key)
+        if shared is None:
+            if len(self._lookups) >= MAX_SHARED_LOOKUPS:
+                return await lookup()
+            shared = asyncio.ensure_future(lookup())
+            self._lookups[key] = shared
+        # Shielded: one asker giving up does not cancel the lookup the others wait for.
+        return await asyncio.shield(shared)
+
+
+_SHARED: ContextVar[_SharedLookups | None] = ContextVar("shared_referrers_lookups", default=None)
+
+
+@contextmanager
+def shared_lookups() -> Iterator[None]:
+    """Referrers lookups made in this context (and the tasks it starts) are shared, each image's once."""
+    token = _SHARED.set(_SharedLookups())
+    try:
+        yield
+    finally:
+        _SHARED.reset(token)
+
+
 class OciReferrers(SignatureSource):
     """The referrers of one kind; an instance remembers which lookup each registry offers."""
 
@@ -125,9 +164,8 @@ class OciReferrers(SignatureSource):
 
         A fault (an error status, a timeout) says nothing about what the registry offers."""
         reference = image.reference
+        # Unfiltered: the index serves every kind of referrer (see `shared_lookups`); each picks its own entries.
         path = f"/v2/{reference.path}/referrers/{image.digest}"
-        if len(self.kind.artifact_types) == 1:  # the API filters by one type; several are filtered here
-            path += f"?artifactType={self.kind.artifact_types[0]}"
         try:
             answer = await registry.get_api(reference, path, MAX_REFERRERS_BYTES)
         except RegistryError:
@@ -174,10 +212,18 @@ class OciReferrers(SignatureSource):
             raise from_tag
         return by_tag, from_tag
 
+    async def _shared_referrers(self, image: ImageTarget, registry: RegistryClient) -> tuple[str, Any]:
+        shared = _SHARED.get()
+        if shared is None:
+            return await self._referrers(image, registry)
+        reference = image.reference
+        return await shared.get((reference.domain, reference.path, image.digest),
+                                lambda: self._referrers(image, registry))
+
     async def collect(self, image: ImageTarget, registry: RegistryClient) -> Collected:
         reference = image.reference
         try:
-            searched, index = await self._referrers(image, registry)
+            searched, index = await self._shared_referrers(image, registry)
         except RegistryError as exc:
             return Collected("OCI referrers", problems=(("OCI referrers", str(exc)),))
         descriptors = signature_descriptors(index, self.kind)

@@ -11,7 +11,8 @@ chain), transparency-log entries and RFC 3161 timestamps. A bundle is accepted w
 3. with a trusted `rekorPublicKey`, every log entry proves itself (signed entry timestamp and/or inclusion
    proof up to a checkpoint the log key signed) and records this signature by this signer over this
    content; with `transparencyLog.require`, at least one does;
-4. with trusted `tsa` roots, every RFC 3161 timestamp covers the signature and chains to a TSA root;
+4. with trusted `tsa` roots, every RFC 3161 timestamp (a TimeStampResp, as the bundle specification says)
+   covers the signature bytes and chains to a TSA root;
 5. a certificate chains to a trusted root and names the configured identity at every verified signed time
    (log integrated time, timestamp), or now when there is none;
 6. the content names the admitted manifest: the statement's subject digest (and its predicateType), or
@@ -47,7 +48,7 @@ from webhook.rekor import (
 )
 from webhook.results import Result
 from webhook.sources.referrers import SIGSTORE_BUNDLE_MEDIA_TYPES
-from webhook.timestamp import TimestampError, verify_timestamp
+from webhook.timestamp import TimestampError, token_of_response, verify_timestamp
 from webhook.verifiers.cosign_trust import CosignTrust, SignatureRejected, Signer
 
 BUNDLE_MEDIA_TYPES = frozenset(SIGSTORE_BUNDLE_MEDIA_TYPES)
@@ -111,7 +112,7 @@ class Bundle:
     media_type: str
     certificates: tuple[x509.Certificate, ...]  # the signing certificate first; empty for a key
     tlog_entries: tuple[TlogEntry, ...]
-    timestamps: tuple[bytes, ...]
+    timestamps: tuple[bytes, ...]  # DER TimeStampResp of each RFC 3161 timestamp
     content: DsseContent | MessageContent
 
 
@@ -331,9 +332,9 @@ def _timestamp_times(bundle: Bundle, trust: CosignTrust, signature: bytes) -> li
     if not trust.tsa_roots:
         return []  # nothing to check them with; the signature stands on its own, as configured
     times: list[datetime] = []
-    for index, token in enumerate(bundle.timestamps):
+    for index, response in enumerate(bundle.timestamps):
         try:
-            times.append(verify_timestamp(token, signature, trust.tsa_roots).time)
+            times.append(verify_timestamp(token_of_response(response), signature, trust.tsa_roots).time)
         except TimestampError as exc:
             raise SignatureRejected("cosign.timestamp", f"RFC 3161 timestamp {index} rejected: {exc}") from None
     return times
