@@ -423,39 +423,23 @@ def registry_get(registry: Registry, path: str, accept: str = f"{OCI_MANIFEST}, 
     return httpx.get(f"{registry.url}{path}", headers={"Accept": accept}, auth=auth, verify=verify)
 
 
-# --- a registry offering the signature API extension --------------------------------------------------------
+# --- fronts of a real registry that add what docker-registry 2.8 lacks -------------------------------------
 
 
-class _ExtensionHandler(SimpleHTTPRequestHandler):
-    """Forwards /v2/ to the real registry and answers /extensions/v2/<name>/signatures/<digest> itself."""
+class _RegistryFront(SimpleHTTPRequestHandler):
+    """Forwards a read to the real registry behind it; subclasses answer some paths themselves."""
 
     upstream: str
-    signatures: dict[tuple[str, str], list[bytes]]
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
-    def do_HEAD(self) -> None:
-        self._forward()
-
-    def do_GET(self) -> None:
-        if self.path.startswith("/extensions/v2/"):
-            name, _, digest = self.path.removeprefix("/extensions/v2/").rpartition("/signatures/")
-            entries = [{"schemaVersion": 2, "type": "atomic", "name": f"{digest}@sig{index}",
-                        "content": base64.b64encode(content).decode()}
-                       for index, content in enumerate(self.signatures.get((name, digest), []))]
-            self._answer(200, {"Content-Type": "application/json"}, json.dumps({"signatures": entries}).encode())
-        else:
-            self._forward()
-
-    def _forward(self) -> None:
+    def _forward(self, extra_headers: dict[str, str] | None = None) -> None:
         headers = {key: value for key, value in self.headers.items() if key.lower() in ("accept", "authorization")}
         answer = httpx.request(self.command, f"{self.upstream}{self.path}", headers=headers)
         forwarded = {key: value for key, value in answer.headers.items()
                      if key.lower() in ("content-type", "docker-content-digest", "www-authenticate")}
-        if self.path == "/v2/":
-            forwarded["X-Registry-Supports-Signatures"] = "1"
-        self._answer(answer.status_code, forwarded, answer.content)
+        self._answer(answer.status_code, {**forwarded, **(extra_headers or {})}, answer.content)
 
     def _answer(self, status: int, headers: dict[str, str], body: bytes) -> None:
         self.send_response(status)
@@ -465,6 +449,25 @@ class _ExtensionHandler(SimpleHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
+
+
+class _ExtensionHandler(_RegistryFront):
+    """Forwards /v2/ to the real registry and answers /extensions/v2/<name>/signatures/<digest> itself."""
+
+    signatures: dict[tuple[str, str], list[bytes]]
+
+    def do_HEAD(self) -> None:
+        self.do_GET()
+
+    def do_GET(self) -> None:
+        if self.path.startswith("/extensions/v2/"):
+            name, _, digest = self.path.removeprefix("/extensions/v2/").rpartition("/signatures/")
+            entries = [{"schemaVersion": 2, "type": "atomic", "name": f"{digest}@sig{index}",
+                        "content": base64.b64encode(content).decode()}
+                       for index, content in enumerate(self.signatures.get((name, digest), []))]
+            self._answer(200, {"Content-Type": "application/json"}, json.dumps({"signatures": entries}).encode())
+        else:
+            self._forward({"X-Registry-Supports-Signatures": "1"} if self.path == "/v2/" else None)
 
 
 @dataclass
@@ -494,17 +497,13 @@ def start_extension_registry(upstream: Registry) -> ExtensionRegistry:
 # --- a registry offering the OCI referrers API -------------------------------------------------------------
 
 
-class _ReferrersHandler(SimpleHTTPRequestHandler):
+class _ReferrersHandler(_RegistryFront):
     """Forwards reads to the real registry (docker-registry 2.8, which has no referrers API) and answers
     /v2/<name>/referrers/<digest> from the referrers tag schema's index, each entry's artifactType taken from
     its manifest as a registry computes it. The `sha256-<hex>` tags themselves are hidden: whatever finds a
     referrer here found it through the API."""
 
-    upstream: str
     api_requests: list[str]
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
 
     def do_HEAD(self) -> None:
         self.do_GET()
@@ -519,11 +518,7 @@ class _ReferrersHandler(SimpleHTTPRequestHandler):
         if "/manifests/sha256-" in path:
             self._answer(404, {"Content-Type": "application/json"}, b'{"errors":[{"code":"MANIFEST_UNKNOWN"}]}')
             return
-        headers = {key: value for key, value in self.headers.items() if key.lower() in ("accept", "authorization")}
-        answer = httpx.request(self.command, f"{self.upstream}{self.path}", headers=headers)
-        forwarded = {key: value for key, value in answer.headers.items()
-                     if key.lower() in ("content-type", "docker-content-digest", "www-authenticate")}
-        self._answer(answer.status_code, forwarded, answer.content)
+        self._forward()
 
     def _index(self, name: str, digest: str) -> dict[str, Any]:
         accept = {"Accept": f"{OCI_MANIFEST}, {OCI_INDEX}"}
@@ -534,15 +529,6 @@ class _ReferrersHandler(SimpleHTTPRequestHandler):
             manifests.append({**entry, "artifactType": manifest.get("artifactType",
                                                                     manifest["config"]["mediaType"])})
         return {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests}
-
-    def _answer(self, status: int, headers: dict[str, str], body: bytes) -> None:
-        self.send_response(status)
-        for key, value in headers.items():
-            self.send_header(key, value)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
 
 
 @dataclass
