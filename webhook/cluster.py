@@ -216,8 +216,7 @@ class ClusterSource:
                     return self.tls.cert, self.tls.key
                 missing = f"Secret {self.namespace}/{TLS_SECRET} from trustgate controller"
             except ApiException as exc:
-                if exc.status != 404 and exc.status < 500:
-                    raise  # refused (401, 403): waiting would not help
+                # Also a refusal: an API server that has just started refuses until its RBAC caches are filled.
                 missing = (f"Secret {self.namespace}/{TLS_SECRET} from trustgate controller" if exc.status == 404
                            else f"the API server ({exc.status} {exc.reason})")
             except urllib3.exceptions.HTTPError as exc:  # unreachable: a replica started during an outage waits
