@@ -80,14 +80,15 @@ def test_webhooks_ride_out_an_api_server_outage_and_follow_changes_made_after_it
         infra.wait_until_listening(running_port, running.process, timeout=60)
         ca, cert, key = webhook_tls(cluster, tmp_path)
         reviewer = Reviewer(ca, images)
-        before = wait_for("the running replica to serve the published bundle",
-                          lambda: (generation := reviewer.ready_generation(running_port)) is not None
-                          and generation == history.latest() and generation)
-        assert history.published[before].admits_signed
+        wait_for("the running replica to serve the bundle admitting the signed image",
+                 lambda: (generation := reviewer.ready_generation(running_port)) is not None
+                 and generation == history.latest() and history.published[generation].admits_signed)
         assert reviewer.review(running_port, "signed").allowed
 
         cluster.stop_api()
         stopped = time.monotonic()
+        before = reviewer.ready_generation(running_port)  # no bundle can arrive from now on
+        assert before is not None and history.published[before].admits_signed
         # Started during the outage: one with its certificate from files (it listens, but has no bundle), one
         # that reads its certificate from the cluster (it waits for the API server).
         file_tls_port, cluster_tls_port = infra.free_port(), infra.free_port()
@@ -152,8 +153,10 @@ def test_replicas_converge_on_each_new_generation_within_the_bound(
     reviewer = Reviewer(ca, images)
     publish, converge = [], []
     with BundleHistory(cluster, images) as history:
-        generation = wait_for("every replica to serve the published bundle", lambda: history.latest() and all(
-            reviewer.ready_generation(port) == history.latest() for port in ports) and history.latest())
+        # The controller may first publish what an earlier test left: wait for the bundle of this test's objects.
+        generation = wait_for("every replica to serve the bundle admitting the signed image", lambda: (
+            history.latest() and history.published[history.latest()].admits_signed
+            and all(reviewer.ready_generation(port) == history.latest() for port in ports) and history.latest()))
         with churn.Load(reviewer, ports, rate=6):
             for change in range(CONVERGENCE_CHANGES):
                 changed = time.monotonic()
