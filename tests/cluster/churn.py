@@ -139,7 +139,9 @@ def run(cluster: ApiServer, registry: infra.Registry, lookaside: infra.Lookaside
             found = problems(reviewer.answers, history, CONVERGENCE_BOUND_SECONDS)
         reviewer.close()
         alive = {"controller": controller.poll() is None, "webhook": webhook.poll() is None}
-        gpg_processes = infra.gpg_processes_naming(work)
+        # trustgate's own gpg homes only: the signing keys' gpg-agent of the test setup lives under `work` too.
+        gpg_processes = [command for directory in temporary.values()
+                         for command in infra.gpg_processes_naming(directory)]
     finally:
         for process in (webhook, controller):
             infra.stop(process)
