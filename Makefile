@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 
-.PHONY: run test unit e2e e2e-cluster bench bench-scale lint crds chart deps venv clean reliability fuzz soak
+.PHONY: run test unit e2e e2e-cluster bench bench-scale lint crds chart deps venv clean reliability fuzz soak soak-cluster
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import ensurepip' 2>/dev/null || (apt-get update -qq && apt-get install -y -qq python3-venv)
@@ -73,6 +73,11 @@ fuzz: $(STAMP)
 
 soak: deps $(STAMP)
 	SOAK_SECONDS=$${SOAK_SECONDS:-600} $(BIN)/python scripts/reliability.py soak
+
+# On the real API server: outage, replica convergence, then SOAK_CLUSTER_SECONDS of policy churn under load.
+soak-cluster: deps $(STAMP)
+	scripts/build-kube-apiserver.sh
+	SOAK_CLUSTER_SECONDS=$${SOAK_CLUSTER_SECONDS:-600} $(BIN)/python scripts/reliability.py soak-cluster
 
 crds: $(STAMP)
 	$(BIN)/python -m controller.crds crds charts/trustgate/crds

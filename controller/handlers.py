@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 import socket
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +40,18 @@ RETRY_SECONDS = 5.0
 STANDBY_ROUND_SECONDS = 1.0
 
 registry = kopf.OperatorRegistry()
+
+
+class RetryForever:
+    """Kopf's delays between attempts of a failed API request: 1, 2 and 4 s, then every 5 s without end (a
+    returning API server is noticed within 5 s).
+
+    With Kopf's default (eight retries, about a minute) a watch whose API server stays away longer gives up, and a
+    watcher that gives up stops the whole controller. An iterable without a length makes Kopf retry as long as
+    it yields; a new iterator is made for each request."""
+
+    def __iter__(self) -> Iterator[float]:
+        return itertools.chain((1.0, 2.0, 4.0), itertools.repeat(5.0))
 
 
 @dataclass
@@ -69,6 +83,7 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> Non
     settings.peering.standalone = True  # the Lease decides who acts
     settings.posting.enabled = False  # Events are the controller's own, posted only by the leader
     settings.watching.server_timeout = 300
+    settings.networking.error_backoffs = RetryForever()  # an API server outage is waited out, however long
     runtime = _runtime(memo)
     if runtime.controller.settings.key_source_namespaces:
         # Watch exactly the namespaces named: listing all namespaces would need a permission not granted.

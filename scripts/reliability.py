@@ -3,6 +3,8 @@
     python scripts/reliability.py faults   # registry faults, SSRF cases and the attack corpus (e2e)
     python scripts/reliability.py fuzz     # property tests with FUZZ_EXAMPLES examples each (default 5000)
     python scripts/reliability.py soak     # SOAK_SECONDS of load with random faults (default 600)
+    python scripts/reliability.py soak-cluster  # API server outage, replica convergence, then SOAK_CLUSTER_SECONDS
+                                                # of policy churn under load (default 600), on the real API server
     python scripts/reliability.py render   # only rewrite the page from the recorded figures
 
 Each campaign records its figures in docs/reliability-figures.json; the page is rewritten from all of them, so a
@@ -128,6 +130,80 @@ def run_soak() -> bool:
     return completed.returncode == 0
 
 
+CLUSTER_TESTS = (
+    "tests/cluster/test_reliability_cluster.py::test_webhooks_ride_out_an_api_server_outage_and_follow_changes_made_after_it",
+    "tests/cluster/test_reliability_cluster.py::test_replicas_converge_on_each_new_generation_within_the_bound",
+)
+
+
+def run_soak_cluster() -> bool:
+    seconds = os.environ.get("SOAK_CLUSTER_SECONDS", "600")
+    with tempfile.TemporaryDirectory() as directory:
+        measured_file, churn_file = Path(directory) / "measured.json", Path(directory) / "churn.json"
+        outcomes = pytest_outcomes(*CLUSTER_TESTS, env={"CLUSTER_FIGURES": str(measured_file)})
+        measured = json.loads(measured_file.read_text()) if measured_file.exists() else {}
+        completed = subprocess.run([PYTHON, "-m", "tests.cluster.churn", "--seconds", seconds, "--output",
+                                    str(churn_file)], cwd=ROOT, check=False)
+        churn = json.loads(churn_file.read_text()) if churn_file.exists() else None
+    save_figures("cluster", {"outage": measured.get("outage"), "convergence": measured.get("convergence"),
+                             "churn": churn, "tests": outcomes})
+    return bool(outcomes) and all(outcomes.values()) and completed.returncode == 0
+
+
+def render_cluster(cluster: dict[str, Any]) -> list[str]:
+    """The section on the real API server: outage, convergence, churn."""
+    lines = ["", "## On the real API server", "",
+             "`make soak-cluster` runs, against a real kube-apiserver 1.20 and etcd on 127.0.0.1, the outage and",
+             "convergence tests of `tests/cluster/test_reliability_cluster.py` and then `tests/cluster/churn.py` for",
+             "`SOAK_CLUSTER_SECONDS` (default 600); `make e2e-cluster` runs the same with a 60-second churn. Every",
+             "AdmissionReview goes straight to a webhook replica, and its verdict must be the one of the policy",
+             "generation its answer reports (the `policy-generation` audit annotation).", "",
+             "- Outage: the API server is stopped (etcd keeps running) for 30 s and started again on the same port",
+             "  with the same flags. A running replica keeps answering from its last bundle; a replica started",
+             "  during the outage is not ready and denies every review until it has a bundle; the controller",
+             "  reconnects by itself; a TrustPolicy created after the restart is enforced by every replica.",
+             "- Convergence: three replicas follow one bundle; the probe TrustPolicy changes 20 times; every replica",
+             "  must serve each new generation within the bound, and no answer may come from a generation older than",
+             "  the one published the bound before it.",
+             "- Churn: the probe TrustStore and TrustPolicy both change every second while reviews arrive at a steady",
+             "  rate; no error, no verdict other than its generation's, webhook RSS growth under 10% after warm-up,",
+             "  open file descriptors and gpg homes flat, no gpg process, nothing left behind.", ""]
+    if not cluster:
+        return [*lines, "Not run yet."]
+    lines.append(f"Last run ({cluster['recorded']}): tests "
+                 + ", ".join(f"`{test.split('::', 1)[1]}` {'pass' if ok else 'FAILED'}"
+                             for test, ok in sorted(cluster["tests"].items())) + ".")
+    lines += ["", "| figure | value |", "| --- | --- |"]
+    outage, convergence, churn = cluster.get("outage"), cluster.get("convergence"), cluster.get("churn")
+    if outage:
+        lines += [f"| outage | {outage['outageSeconds']:g} s, {outage['reviewsDuringOutage']} reviews answered from "
+                  "the last bundle |",
+                  f"| API server back to the new TrustPolicy's bundle published | "
+                  f"{outage['apiBackToPublishedSeconds']:g} s |",
+                  f"| API server back to every replica enforcing it | {outage['apiBackToEnforcedSeconds']:g} s |"]
+    if convergence:
+        publish, converge = convergence["changeToPublishedSeconds"], convergence["publishedToAllReplicasSeconds"]
+        lines += [f"| TrustPolicy change to bundle published ({convergence['changes']} changes) | "
+                  f"p50 {publish['p50']:g} s, max {publish['max']:g} s |",
+                  f"| bundle published to all {convergence['replicas']} replicas enforcing it | "
+                  f"p50 {converge['p50']:g} s, max {converge['max']:g} s (bound {convergence['boundSeconds']:g} s) |"]
+    if churn:
+        lines += [f"| churn: duration, changes, generations | {churn['seconds']} s, {churn['changes']} changes of "
+                  f"store and policy, {churn['generations']} bundle generations |",
+                  f"| churn: reviews | {churn['reviews']} ({churn['admitted']} admitted, {churn['denied']} denied), "
+                  f"{churn['errors']} errors, {churn['problemCount']} verdicts not matching their generation |",
+                  f"| churn: webhook RSS | {churn['rss']['afterWarmUpKiB']} KiB after warm-up, "
+                  f"{churn['rss']['atEndKiB']} KiB at the end ({churn['rssGrowth'] * 100:+.1f}%) |",
+                  f"| churn: webhook open files, gpg homes (after warm-up, end, max) | "
+                  f"{churn['fds']['afterWarmUp']}, {churn['fds']['atEnd']}, {churn['fds']['max']}; "
+                  f"{churn['gpgHomes']['afterWarmUp']}, {churn['gpgHomes']['atEnd']}, {churn['gpgHomes']['max']} |",
+                  f"| churn: controller RSS, open files (after warm-up, end) | "
+                  f"{churn['controllerRss']['afterWarmUpKiB']} KiB, {churn['controllerRss']['atEndKiB']} KiB; "
+                  f"{churn['controllerFds']['afterWarmUp']}, {churn['controllerFds']['atEnd']} |",
+                  f"| churn: passed | {'yes' if churn['passed'] else 'NO'} |"]
+    return lines
+
+
 def render() -> None:
     figures = load_figures()
     lines = [
@@ -143,7 +219,8 @@ def render() -> None:
         "| figure | value | command |",
         "| --- | --- | --- |",
     ]
-    faults, corpus, fuzz, soak = (figures.get(name, {}) for name in ("faults", "corpus", "fuzz", "soak"))
+    faults, corpus, fuzz, soak, cluster = (figures.get(name, {}) for name in
+                                           ("faults", "corpus", "fuzz", "soak", "cluster"))
     lines.append(f"| registry faults and SSRF cases survived | {faults.get('survived', '-')} of "
                  f"{faults.get('cases', '-')} | `make reliability` |")
     lines.append(f"| attack corpus cases denied | {corpus.get('denied', '-')} of {corpus.get('attacks', '-')} |"
@@ -156,6 +233,13 @@ def render() -> None:
                      " `make soak` |")
     else:
         lines.append("| soak | not run yet | `make soak` |")
+    churn = cluster.get("churn")
+    if churn:
+        lines.append(f"| policy churn on the real API server | {churn['reviews']} reviews in {churn['seconds']} s with "
+                     f"{churn['changes']} policy changes, {churn['errors'] + churn['problemCount']} errors or "
+                     f"mismatches, RSS {churn['rssGrowth'] * 100:+.1f}% after warm-up | `make soak-cluster` |")
+    else:
+        lines.append("| policy churn on the real API server | not run yet | `make soak-cluster` |")
     lines += ["", "## Fail closed, on time", "",
               "Every verification has a deadline (`--deadline`, default 9 s of the API server's 10); on the deadline,",
               "an error or an exception the image is denied with the reason. `/validate` and `/mutate` never answer",
@@ -226,11 +310,12 @@ def render() -> None:
                   f"answered 400, {soak['errors']} errors; RSS {soak['rss']['afterWarmUpKiB']} KiB after warm-up, "
                   f"{soak['rss']['atEndKiB']} KiB at the end ({soak['rssGrowth'] * 100:+.1f}%). Faults injected: "
                   + ", ".join(f"{name} {count}" for name, count in soak["faultsInjected"].items()) + "."]
+    lines += render_cluster(cluster)
     PAGE.write_text("\n".join(lines) + "\n")
 
 
 def main(argv: list[str]) -> int:
-    runners = {"faults": run_faults, "fuzz": run_fuzz, "soak": run_soak}
+    runners = {"faults": run_faults, "fuzz": run_fuzz, "soak": run_soak, "soak-cluster": run_soak_cluster}
     command = argv[0] if argv else "render"
     if command not in (*runners, "render"):
         print(__doc__, file=sys.stderr)

@@ -27,6 +27,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import urllib3
 from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 
@@ -314,18 +315,22 @@ class ClusterSource:
 
     def wait_for_tls(self) -> tuple[Path, Path]:
         """Block until the controller has issued the serving certificate; return (cert, key) paths."""
-        warned = False
+        waiting_for = ""
         while True:
             try:
                 secret = self.core.read_namespaced_secret(TLS_SECRET, self.namespace)
                 if self.tls.write(_decoded(secret)):
                     return self.tls.cert, self.tls.key
+                missing = f"Secret {self.namespace}/{TLS_SECRET} from trustgate controller"
             except ApiException as exc:
-                if exc.status != 404:
-                    raise
-            if not warned:
-                log.warning("waiting for Secret %s/%s from trustgate controller", self.namespace, TLS_SECRET)
-                warned = True
+                # Also a refusal: an API server that has just started refuses until its RBAC caches are filled.
+                missing = (f"Secret {self.namespace}/{TLS_SECRET} from trustgate controller" if exc.status == 404
+                           else f"the API server ({exc.status} {exc.reason})")
+            except urllib3.exceptions.HTTPError as exc:  # unreachable: a replica started during an outage waits
+                missing = f"the API server ({exc.__class__.__name__})"
+            if missing != waiting_for:
+                log.warning("waiting for %s", missing)
+                waiting_for = missing
             time.sleep(RETRY_SECONDS)
 
     def follow(self, in_loop: InLoop, install: Callable[[PolicySet], None],

@@ -13,6 +13,7 @@ import os
 import secrets
 import ssl
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,9 @@ from tests.e2e import infra
 BUILD_SCRIPT = infra.REPO_ROOT / "scripts" / "build-kube-apiserver.sh"
 CACHED_BINARY = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "trustgate" / "kube-apiserver-1.20"
 USERS = {"admin": "system:masters", "trustgate-controller": "", "trustgate-webhook": ""}
+NAMESPACE = "trustgate-system"
+RBAC = infra.REPO_ROOT / "deploy" / "rbac.yaml"
+CRDS = infra.REPO_ROOT / "crds"
 
 
 def kube_apiserver_binary() -> str:
@@ -79,6 +83,8 @@ class ApiServer:
     directory: Path
     tokens: dict[str, str]
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    # How kube-apiserver was started, so that it can be started again the same way (etcd keeps running).
+    command: list[str] = field(default_factory=list)
 
     def kubeconfig(self, user: str) -> Path:
         """A kubeconfig file authenticating as `user` (admin, trustgate-controller, trustgate-webhook)."""
@@ -107,9 +113,54 @@ class ApiServer:
     def get(self, *args: str) -> Any:
         return yaml.safe_load(self.kubectl("get", "-o", "json", *args).stdout)
 
+    def start_trustgate(self, user: str, *args: str, log: Path,
+                        env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        """Start `trustgate ARGS` as `user` (its kubeconfig), its output going to `log`."""
+        environment = {**os.environ, "KUBECONFIG": str(self.kubeconfig(user)),
+                       "PATH": f"{infra.TOOLS_BIN}{os.pathsep}{os.environ.get('PATH', '')}", **(env or {})}
+        return subprocess.Popen([sys.executable, "-m", "webhook", *args], stdout=log.open("wb"),
+                                stderr=subprocess.STDOUT, env=environment, cwd=infra.REPO_ROOT)
+
     def stop(self) -> None:
         for process in reversed(self.processes):
             infra.stop(process)
+
+    @property
+    def api_process(self) -> subprocess.Popen[bytes]:
+        return self.processes[-1]
+
+    def stop_api(self) -> None:
+        """Stop kube-apiserver (by its PID), keeping etcd: an API server outage."""
+        infra.stop(self.api_process)
+
+    def start_api(self) -> None:
+        """Start kube-apiserver again, on the same port with the same flags; return once it is ready."""
+        log = self.directory / "kube-apiserver.log"
+        self.processes[-1] = subprocess.Popen(self.command, stdout=log.open("ab"), stderr=subprocess.STDOUT)
+        _wait_ready(self.url, self.ca, self.tokens["admin"], self.api_process, log)
+
+
+def _user_bindings() -> list[dict[str, Any]]:
+    """Bind the roles of deploy/rbac.yaml to the test's token users, as they are bound to ServiceAccounts."""
+    def binding(kind: str, user: str, namespace: str | None = None) -> dict[str, Any]:
+        metadata: dict[str, Any] = {"name": f"{user}-test-user"}
+        if namespace:
+            metadata["namespace"] = namespace
+        return {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": f"{kind}Binding", "metadata": metadata,
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": kind, "name": user},
+                "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}]}
+
+    return [binding("ClusterRole", "trustgate-controller"), binding("Role", "trustgate-controller", NAMESPACE),
+            binding("ClusterRole", "trustgate-webhook"), binding("Role", "trustgate-webhook", NAMESPACE)]
+
+
+def install_trustgate_resources(server: ApiServer) -> None:
+    """trustgate's CRDs and deploy/rbac.yaml, its roles bound to the test's token users."""
+    server.kubectl("apply", "-f", str(CRDS))
+    for crd in ("truststores.trustgate.dev", "trustpolicies.trustgate.dev"):
+        server.kubectl("wait", "--for", "condition=established", "--timeout", "60s", f"crd/{crd}")
+    server.kubectl("apply", "-f", str(RBAC))
+    server.apply(*_user_bindings())
 
 
 def _wait_ready(url: str, ca: Path, token: str, process: subprocess.Popen[bytes], log: Path) -> None:
@@ -155,7 +206,7 @@ def start(directory: Path) -> ApiServer:
             f'{server.tokens[user]},{user},{user},"{group}"\n' if group else f"{server.tokens[user]},{user},{user}\n"
             for user, group in USERS.items()))
         log = directory / "kube-apiserver.log"
-        server.processes.append(subprocess.Popen([
+        server.command = [
             binary,
             "--etcd-servers", f"http://127.0.0.1:{client_port}",
             "--bind-address", "127.0.0.1", "--advertise-address", "127.0.0.1",
@@ -171,8 +222,9 @@ def start(directory: Path) -> ApiServer:
             "--service-cluster-ip-range", "10.0.0.0/24",
             "--endpoint-reconciler-type", "none",
             "--cert-dir", str(directory / "certs"),
-        ], stdout=log.open("wb"), stderr=subprocess.STDOUT))
-        _wait_ready(server.url, ca, server.tokens["admin"], server.processes[1], log)
+        ]
+        server.processes.append(subprocess.Popen(server.command, stdout=log.open("wb"), stderr=subprocess.STDOUT))
+        _wait_ready(server.url, ca, server.tokens["admin"], server.api_process, log)
     except BaseException:
         server.stop()
         raise

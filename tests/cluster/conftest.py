@@ -5,9 +5,7 @@ The registry, lookaside and signing keys are the e2e suite's (a real docker-regi
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -22,9 +20,7 @@ from tests.e2e.conftest import gpg, lookaside, registries_d, registry
 
 __all__ = ["gpg", "lookaside", "registries_d", "registry"]
 
-NAMESPACE = "trustgate-system"
-RBAC = infra.REPO_ROOT / "deploy" / "rbac.yaml"
-CRDS = infra.REPO_ROOT / "crds"
+NAMESPACE = apiserver.NAMESPACE
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -49,29 +45,11 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float = 60, interval:
     raise AssertionError(f"timed out waiting for {what}" + (f" (last error: {last})" if last else ""))
 
 
-def _user_bindings() -> list[dict[str, Any]]:
-    """Bind the roles of deploy/rbac.yaml to the test's token users, as they are bound to ServiceAccounts."""
-    def binding(kind: str, user: str, namespace: str | None = None) -> dict[str, Any]:
-        metadata: dict[str, Any] = {"name": f"{user}-test-user"}
-        if namespace:
-            metadata["namespace"] = namespace
-        return {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": f"{kind}Binding", "metadata": metadata,
-                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": kind, "name": user},
-                "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}]}
-
-    return [binding("ClusterRole", "trustgate-controller"), binding("Role", "trustgate-controller", NAMESPACE),
-            binding("ClusterRole", "trustgate-webhook"), binding("Role", "trustgate-webhook", NAMESPACE)]
-
-
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[apiserver.ApiServer]:
     server = apiserver.start(tmp_path_factory.mktemp("kube"))
     try:
-        server.kubectl("apply", "-f", str(CRDS))
-        for crd in ("truststores.trustgate.dev", "trustpolicies.trustgate.dev"):
-            server.kubectl("wait", "--for", "condition=established", "--timeout", "60s", f"crd/{crd}")
-        server.kubectl("apply", "-f", str(RBAC))
-        server.apply(*_user_bindings())
+        apiserver.install_trustgate_resources(server)
         yield server
     finally:
         server.stop()
@@ -96,11 +74,7 @@ def start_trustgate(cluster: apiserver.ApiServer, tmp_path: Path) -> Iterator[Ca
 
     def start(user: str, *args: str, name: str | None = None, env: dict[str, str] | None = None) -> Process:
         log = tmp_path / f"{name or args[0]}-{len(started)}.log"
-        env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig(user)),
-               "PATH": f"{infra.TOOLS_BIN}{os.pathsep}{os.environ.get('PATH', '')}", **(env or {})}
-        process = subprocess.Popen([sys.executable, "-m", "webhook", *args], stdout=log.open("wb"),
-                                   stderr=subprocess.STDOUT, env=env, cwd=infra.REPO_ROOT)
-        started.append(Process(process, log))
+        started.append(Process(cluster.start_trustgate(user, *args, log=log, env=env), log))
         return started[-1]
 
     yield start
