@@ -1,5 +1,6 @@
-"""Copies and mirrors end to end: images signed in an upstream registry, copied with their signatures by the
-real tools (`cosign copy`, `oras cp -r`, `skopeo copy` with the lookaside), verified as copies under the
+"""Copies and mirrors end to end: images signed in an upstream registry (GPG, cosign `.sig`, a cosign 3
+sigstore bundle, Notation), copied with their signatures by the real tools (`cosign copy`, `oras cp -r`,
+`skopeo copy` with the lookaside), verified as copies under the
 remap rules, and verified under their upstream names from the mirror (`--registry-mirror`) once the upstream
 is gone: its port then belongs to a canary that counts every connection trustgate makes to it.
 """
@@ -22,6 +23,7 @@ from tests.e2e.conftest import Run, admission_review, reasons, running_webhook, 
 from tests.helpers import key_store, trust_policy
 
 COSIGN_PASSWORD = "mirror-test"
+FORMATS = ("cos", "bun", "gpg", "nota")  # cosign `.sig`, cosign 3 bundle, GPG simple signing, Notation
 
 
 class Canary:
@@ -58,7 +60,7 @@ class World:
 
     def config(self, directory: Path, images: str, *, cosign_identity: dict[str, Any] | None = None,
                gpg_identity: dict[str, Any] | None = None, gpg_lookaside: str | None = None) -> Path:
-        """Policies over `<images>/{cos,gpg,nota}`, one format each."""
+        """Policies over `<images>/{cos,bun,gpg,nota}`, one format each (`bun` under the cosign authority)."""
         cosign: dict[str, Any] = {"trustStore": "keys", "keys": ["cosign"]}
         if cosign_identity is not None:
             cosign["signedIdentity"] = cosign_identity
@@ -69,6 +71,7 @@ class World:
         return write_config(
             directory, *self.store,
             trust_policy("cos", [f"{images}/cos"], [{"name": "ci", "cosign": cosign}]),
+            trust_policy("bun", [f"{images}/bun"], [{"name": "ci", "cosign": cosign}]),
             trust_policy("gpg", [f"{images}/gpg"], [{"name": "release", "gpg": gpg}]),
             trust_policy("nota", [f"{images}/nota"], [{"name": "acme", "notation": {
                 "trustStore": "notation", "trustedIdentities": ["*"]}}]))
@@ -94,7 +97,7 @@ def world(tmp_path_factory: pytest.TempPathFactory, registry: infra.Registry, gp
             upstream.host: {"lookaside": up_sigs.url, "lookaside-staging": up_sigs.root.as_uri()},
             registry.host: {"lookaside": mirror_sigs.url, "lookaside-staging": mirror_sigs.root.as_uri()}}}))
         digests = {}
-        for name in ("cos", "gpg", "nota"):
+        for name in FORMATS:
             layout = infra.write_oci_layout(base / f"layout-{name}", seed=f"mirrored {name}")
             digests[name] = infra.push(layout, upstream, f"origin/{name}", "v1", registries_d=registries_d,
                                        gnupg_home=gpg.home,
@@ -104,6 +107,13 @@ def world(tmp_path_factory: pytest.TempPathFactory, registry: infra.Registry, gp
         infra.run("cosign", "sign", "--key", str(base / "cosign.key"), "--tlog-upload=false", "-y",
                   "--allow-http-registry", "--allow-insecure-registry",
                   f"{upstream.host}/origin/cos@{digests['cos']}", env=cosign_env)
+        # cosign 3 with no Sigstore service: a bundle without log entries, filed as an OCI referrer.
+        signing_config = base / "offline-signing-config.json"
+        infra.run("cosign3", "signing-config", "create", "--no-default-fulcio", "--no-default-rekor",
+                  "--no-default-oidc", "--no-default-tsa", "--out", str(signing_config), env=cosign_env)
+        infra.run("cosign3", "sign", "--key", str(base / "cosign.key"), "--signing-config", str(signing_config),
+                  "-y", "--allow-http-registry", "--allow-insecure-registry",
+                  f"{upstream.host}/origin/bun@{digests['bun']}", env=cosign_env)
         notation_env = {"XDG_CONFIG_HOME": str(base / "notation-home")}
         infra.run("notation", "cert", "generate-test", "--default", "selfsigned", env=notation_env)
         infra.run("notation", "sign", "--insecure-registry", "--key", "selfsigned",
@@ -111,8 +121,9 @@ def world(tmp_path_factory: pytest.TempPathFactory, registry: infra.Registry, gp
 
         infra.run("cosign", "copy", "--allow-http-registry", "--allow-insecure-registry",
                   f"{upstream.host}/origin/cos:v1", f"{registry.host}/mirror/cos:v1", env=cosign_env)
-        infra.run("oras", "cp", "-r", "--from-plain-http", "--to-plain-http",
-                  f"{upstream.host}/origin/nota:v1", f"{registry.host}/mirror/nota:v1")
+        for name in ("bun", "nota"):
+            infra.run("oras", "cp", "-r", "--from-plain-http", "--to-plain-http",
+                      f"{upstream.host}/origin/{name}:v1", f"{registry.host}/mirror/{name}:v1")
         # skopeo carries the signature from the upstream's lookaside to the mirror's (registries.d above).
         infra.run("skopeo", "--insecure-policy", "--registries.d", str(registries_d), "copy", "--quiet",
                   "--preserve-digests", *upstream.skopeo_src_flags(), *registry.skopeo_dest_flags(),
@@ -142,18 +153,18 @@ def _allowed(run: Run) -> dict[str, bool]:
 
 def test_copies_are_admitted_under_the_remap_rules_and_refused_without_them(tmp_path: Path, world: World) -> None:
     mirror, origin = f"{world.mirror.host}/mirror", f"{world.upstream}/origin"
-    copies = [f"{mirror}/{name}:v1" for name in ("cos", "gpg", "nota")]
+    copies = [f"{mirror}/{name}:v1" for name in FORMATS]
     remapped = world.config(tmp_path / "remapped", mirror,
                             cosign_identity={"type": "matchRepository", "remap": {"prefix": mirror,
                                                                                   "signedPrefix": origin}},
                             gpg_identity={"type": "remapIdentity", "prefix": mirror, "signedPrefix": origin})
     run = verify(remapped, world.mirror, *copies)
-    assert _allowed(run) == {"cos:v1": True, "gpg:v1": True, "nota:v1": True}, reasons(run)
+    assert _allowed(run) == {"cos:v1": True, "bun:v1": True, "gpg:v1": True, "nota:v1": True}, reasons(run)
 
     plain = world.config(tmp_path / "plain", mirror)
     run = verify(plain, world.mirror, *copies)
-    # Notation signs the digest alone: a copy verifies as it is. The others name the origin's repository.
-    assert _allowed(run) == {"cos:v1": False, "gpg:v1": False, "nota:v1": True}, reasons(run)
+    # Notation and bundles sign the digest alone: a copy verifies as it is. The others name the origin's repository.
+    assert _allowed(run) == {"cos:v1": False, "bun:v1": True, "gpg:v1": False, "nota:v1": True}, reasons(run)
     assert f"signed for {origin}/cos, not accepted by matchRepository" in reasons(run)
     assert f"signed for {origin}/gpg:v1, not accepted by matchRepoDigestOrExact" in reasons(run)
 
@@ -167,17 +178,20 @@ def test_copies_are_admitted_under_the_remap_rules_and_refused_without_them(tmp_
 def test_pods_naming_the_upstream_are_verified_from_the_mirror_without_contacting_it(
         tmp_path: Path, world: World) -> None:
     origin = f"{world.upstream}/origin"
-    images = [f"{origin}/{name}:v1" for name in ("cos", "gpg", "nota")]
+    images = [f"{origin}/{name}:v1" for name in FORMATS]
     # The authority's own lookaside is the (gone) upstream's: the mirror's lookaside flag must take its place.
     config = world.config(tmp_path / "upstream", origin, gpg_lookaside=f"http://{world.upstream}/sigstore")
     run = verify(config, world.mirror, *world.mirror_flags(), *images)
-    assert _allowed(run) == {"cos:v1": True, "gpg:v1": True, "nota:v1": True}, reasons(run)
-    assert [image["digest"] for image in run.json()["images"]] == [world.digests[n] for n in ("cos", "gpg", "nota")]
+    assert _allowed(run) == {"cos:v1": True, "bun:v1": True, "gpg:v1": True, "nota:v1": True}, reasons(run)
+    assert [image["digest"] for image in run.json()["images"]] == [world.digests[n] for n in FORMATS]
+    assert "good sigstore bundle signature by key cosign" in json.dumps(run.json()["images"][1]["explanation"])
     assert world.canary.connections == 0
 
-    missing = verify(config, world.mirror, *world.mirror_flags(), f"{origin}/cos:absent")
+    missing = verify(config, world.mirror, *world.mirror_flags(), f"{origin}/cos:absent", f"{origin}/bun:absent")
     assert missing.returncode == 1
-    assert f"{origin}/cos:absent not found on {world.mirror.host} (mirror of {world.upstream})" in reasons(missing)
+    for name in ("cos", "bun"):
+        assert f"{origin}/{name}:absent not found on {world.mirror.host} (mirror of {world.upstream})" \
+            in reasons(missing)
     assert world.canary.connections == 0
 
     # The canary does see trustgate when no mirror is configured, or when falling back is allowed.
@@ -196,7 +210,7 @@ def test_mutate_pins_the_mirror_digest_under_the_upstream_name(tmp_path: Path, w
     config = world.config(tmp_path / "upstream", origin)
     before = world.canary.connections
     with running_webhook(tmp_path, config, world.mirror, *world.mirror_flags()) as client:
-        for name in ("cos", "gpg", "nota"):
+        for name in FORMATS:
             image = f"{origin}/{name}:v1"
             answer = client.post("/mutate", json=admission_review(f"m-{name}", image)).json()["response"]
             assert answer["allowed"] is True, answer
