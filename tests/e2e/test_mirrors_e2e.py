@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import base64
 import json
-import socket
-import threading
+import os
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,37 +25,19 @@ from tests.e2e.conftest import Run, admission_review, reasons, running_webhook, 
 from tests.helpers import key_store, trust_policy
 
 COSIGN_PASSWORD = "mirror-test"
+# Inside the network namespace: a host name that resolves only to the canary's address, through a private
+# /etc/hosts (where nothing else resolves, there being no network to ask).
+NETNS_UPSTREAM = "upstream.registry.test"
+NETNS_CANARY_ADDRESS = "127.0.0.2"
+NETNS_TIMEOUT = 300
 FORMATS = ("cos", "bun", "gpg", "nota")  # cosign `.sig`, cosign 3 bundle, GPG simple signing, Notation
-
-
-class Canary:
-    """A TCP listener on the upstream's old address that records every connection and answers none."""
-
-    def __init__(self, port: int) -> None:
-        self.socket = socket.create_server(("127.0.0.1", port))
-        self.connections = 0
-        self._thread = threading.Thread(target=self._accept, daemon=True)
-        self._thread.start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                connection, _ = self.socket.accept()
-            except OSError:
-                return
-            self.connections += 1
-            connection.close()
-
-    def close(self) -> None:
-        self.socket.close()
-        self._thread.join(timeout=5)
 
 
 @dataclass
 class World:
     upstream: str  # the upstream registry's host:port, now served by the canary
     mirror: infra.Registry
-    canary: Canary
+    canary: infra.Canary
     mirror_sigs: infra.Lookaside
     store: list[dict[str, Any]]  # TrustStores trusting the cosign key, the GPG key and the notation certificate
     digests: dict[str, str]
@@ -89,7 +73,7 @@ def world(tmp_path_factory: pytest.TempPathFactory, registry: infra.Registry, gp
     upstream = infra.start_registry(base / "upstream")
     up_sigs = infra.start_lookaside(base / "upstream-sigs")
     mirror_sigs = infra.start_lookaside(base / "mirror-sigs")
-    canary: Canary | None = None
+    canary: infra.Canary | None = None
     try:
         registries_d = base / "registries.d"
         registries_d.mkdir()
@@ -137,7 +121,7 @@ def world(tmp_path_factory: pytest.TempPathFactory, registry: infra.Registry, gp
         port = upstream.port
         upstream.stop()
         up_sigs.stop()
-        canary = Canary(port)
+        canary = infra.Canary(port)
         yield World(upstream.host, registry, canary, mirror_sigs, store, digests)
     finally:
         if canary is not None:
@@ -218,3 +202,63 @@ def test_mutate_pins_the_mirror_digest_under_the_upstream_name(tmp_path: Path, w
             assert patch == [{"op": "replace", "path": "/spec/containers/0/image",
                               "value": f"{image}@{world.digests[name]}"}]
     assert world.canary.connections == before
+
+
+def _in_network_namespace(tmp_path: Path, spec: dict[str, Any]) -> dict[str, Any]:
+    """Run tests/e2e/mirror_netns.py under `unshare --net --mount` with `lo` up and a private /etc/hosts
+    naming the upstream; return what it observed."""
+    hosts = tmp_path / "hosts"
+    hosts.write_text(f"127.0.0.1 localhost\n{NETNS_CANARY_ADDRESS} {NETNS_UPSTREAM}\n")
+    spec_file = tmp_path / "spec.json"
+    spec_file.write_text(json.dumps(spec))
+    command = [infra.tool("unshare"), "--net", "--mount", "--", "sh", "-c",
+               'ip link set lo up && mount --bind "$0" /etc/hosts && exec "$@"', str(hosts),
+               sys.executable, "-m", "tests.e2e.mirror_netns", str(spec_file)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=infra.REPO_ROOT,
+                               env={**os.environ, "PATH": f"{infra.TOOLS_BIN}{os.pathsep}{os.environ['PATH']}"},
+                               start_new_session=True)
+    try:
+        output, errors = process.communicate(timeout=NETNS_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        # What the helper started is in its process group: stop it all.
+        os.killpg(process.pid, signal.SIGTERM)
+        output, errors = process.communicate()
+    assert process.returncode == 0, errors.decode(errors="replace")[-8000:]
+    observed: dict[str, Any] = json.loads(output.decode().splitlines()[-1])
+    return observed
+
+
+def test_mirror_is_used_for_every_format_where_the_upstream_cannot_be_reached(tmp_path: Path, world: World) -> None:
+    """In a network namespace with only loopback, the upstream's name resolves to a canary alone: pods naming
+    it are verified and pinned from the mirror with no attempt on it; without the mirror flag, they are not."""
+    origin, signed_origin = f"{NETNS_UPSTREAM}/origin", f"{world.upstream}/origin"
+    images = [f"{origin}/{name}:v1" for name in FORMATS]
+    # The fixture signed under the upstream's test address: the remap says so for the formats naming it.
+    config = world.config(tmp_path / "config", origin, gpg_lookaside=f"https://{NETNS_UPSTREAM}/sigstore",
+                          cosign_identity={"type": "matchRepository", "remap": {"prefix": origin,
+                                                                                "signedPrefix": signed_origin}},
+                          gpg_identity={"type": "remapIdentity", "prefix": origin, "signedPrefix": signed_origin})
+    observed = _in_network_namespace(tmp_path, {
+        "work": str(tmp_path / "netns"), "config": str(config), "images": images, "upstream": NETNS_UPSTREAM,
+        "upstreamPrefix": origin, "canaryAddress": NETNS_CANARY_ADDRESS, "mirrorPath": "mirror",
+        "mirrorStorage": str(world.mirror.storage), "mirrorLookaside": str(world.mirror_sigs.root)})
+    assert observed["interfaces"] == ["lo"]
+    assert observed["upstreamResolvesTo"] == NETNS_CANARY_ADDRESS
+
+    mirrored = observed["mirrored"]
+    verdicts = {image["image"]: image["allowed"] for image in mirrored["result"]["images"]}
+    assert verdicts == dict.fromkeys(images, True), mirrored["result"]
+    assert [image["digest"] for image in mirrored["result"]["images"]] == [world.digests[n] for n in FORMATS]
+    assert mirrored["returncode"] == 0 and mirrored["canary"] == 0
+
+    assert observed["mutate"]["patches"] == {image: {"allowed": True, "patch": [
+        {"op": "replace", "path": "/spec/containers/0/image", "value": f"{image}@{world.digests[name]}"}]}
+        for name, image in zip(FORMATS, images, strict=True)}
+    assert observed["mutate"]["canary"] == 0
+
+    # The control: the same images without the mirror flag go to the upstream's name, reach only the canary,
+    # and are denied.
+    for image, direct in observed["direct"].items():
+        assert direct["returncode"] == 1 and direct["result"]["images"][0]["allowed"] is False, direct
+        assert direct["attempts"] > 0, (image, direct)
+        assert NETNS_UPSTREAM in "\n".join(direct["result"]["images"][0]["reasons"]), direct
