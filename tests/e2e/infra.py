@@ -166,6 +166,7 @@ class Registry:
     port: int
     process: subprocess.Popen[bytes]
     log_path: Path
+    storage: Path
     tls: TlsFiles | None = None
     credentials: tuple[str, str] | None = None
 
@@ -201,13 +202,15 @@ class Registry:
 
 
 def start_registry(directory: Path, *, tls: TlsFiles | None = None, credentials: tuple[str, str] | None = None,
-                   token_service: TokenService | None = None) -> Registry:
+                   token_service: TokenService | None = None, storage: Path | None = None) -> Registry:
+    """A registry keeping its files under `directory`, its repositories in `storage` (default: a new one)."""
     directory.mkdir(parents=True, exist_ok=True)
+    storage = storage or directory / "storage"
     port = free_port()
     config: dict[str, Any] = {
         "version": 0.1,
         "log": {"level": "info", "accesslog": {"disabled": False}},
-        "storage": {"filesystem": {"rootdirectory": str(directory / "storage")}, "delete": {"enabled": True}},
+        "storage": {"filesystem": {"rootdirectory": str(storage)}, "delete": {"enabled": True}},
         "http": {"addr": f"127.0.0.1:{port}"},
     }
     if tls is not None:
@@ -225,13 +228,37 @@ def start_registry(directory: Path, *, tls: TlsFiles | None = None, credentials:
     with log_path.open("wb") as log:
         process = subprocess.Popen([tool("docker-registry"), "serve", str(config_path)],
                                    stdout=log, stderr=subprocess.STDOUT)
-    registry = Registry(port, process, log_path, tls, credentials)
+    registry = Registry(port, process, log_path, storage, tls, credentials)
     try:
         wait_until_listening(port, process)
     except BaseException:
         registry.stop()
         raise
     return registry
+
+
+class Canary:
+    """A TCP listener where a registry trustgate must not contact would be: it records every connection and
+    answers none, so that an attempt is observed rather than lost in a connection error."""
+
+    def __init__(self, port: int, host: str = "127.0.0.1") -> None:
+        self.socket = socket.create_server((host, port))
+        self.connections = 0
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                connection, _ = self.socket.accept()
+            except OSError:
+                return
+            self.connections += 1
+            connection.close()
+
+    def close(self) -> None:
+        self.socket.close()
+        self._thread.join(timeout=5)
 
 
 # --- images ----------------------------------------------------------------------------------------------

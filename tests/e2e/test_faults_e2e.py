@@ -110,6 +110,16 @@ def test_connection_refused(everything: Path) -> None:
                                                          f"{host}/app:v1"))
 
 
+def test_connection_closed_during_the_tls_handshake_is_named(everything: Path) -> None:
+    canary = infra.Canary(infra.free_port())  # accepts every connection and closes it unanswered
+    try:
+        host = f"127.0.0.1:{canary.socket.getsockname()[1]}"
+        found = denied(verify(everything, *LOOPBACK, f"{host}/app:v1"))
+    finally:
+        canary.close()
+    assert f"cannot connect to registry {host}: ConnectionResetError" in found, found
+
+
 def test_dns_failure(everything: Path) -> None:
     host = f"{'x' * 70}.example"  # a label no resolver accepts: refused before any DNS query is sent
     assert f"cannot resolve host {host}" in denied(verify(everything, f"{host}/app:v1"))

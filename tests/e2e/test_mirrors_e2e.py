@@ -1,5 +1,6 @@
-"""Copies and mirrors end to end: images signed in an upstream registry, copied with their signatures by the
-real tools (`cosign copy`, `oras cp -r`, `skopeo copy` with the lookaside), verified as copies under the
+"""Copies and mirrors end to end: images signed in an upstream registry (GPG, cosign `.sig`, a cosign 3
+sigstore bundle, Notation), copied with their signatures by the real tools (`cosign copy`, `oras cp -r`,
+`skopeo copy` with the lookaside), verified as copies under the
 remap rules, and verified under their upstream names from the mirror (`--registry-mirror`) once the upstream
 is gone: its port then belongs to a canary that counts every connection trustgate makes to it.
 """
@@ -8,8 +9,10 @@ from __future__ import annotations
 
 import base64
 import json
-import socket
-import threading
+import os
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,43 +25,26 @@ from tests.e2e.conftest import Run, admission_review, reasons, running_webhook, 
 from tests.helpers import key_store, trust_policy
 
 COSIGN_PASSWORD = "mirror-test"
-
-
-class Canary:
-    """A TCP listener on the upstream's old address that records every connection and answers none."""
-
-    def __init__(self, port: int) -> None:
-        self.socket = socket.create_server(("127.0.0.1", port))
-        self.connections = 0
-        self._thread = threading.Thread(target=self._accept, daemon=True)
-        self._thread.start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                connection, _ = self.socket.accept()
-            except OSError:
-                return
-            self.connections += 1
-            connection.close()
-
-    def close(self) -> None:
-        self.socket.close()
-        self._thread.join(timeout=5)
+# Inside the network namespace: a host name that resolves only to the canary's address, through a private
+# /etc/hosts (where nothing else resolves, there being no network to ask).
+NETNS_UPSTREAM = "upstream.registry.test"
+NETNS_CANARY_ADDRESS = "127.0.0.2"
+NETNS_TIMEOUT = 300
+FORMATS = ("cos", "bun", "gpg", "nota")  # cosign `.sig`, cosign 3 bundle, GPG simple signing, Notation
 
 
 @dataclass
 class World:
     upstream: str  # the upstream registry's host:port, now served by the canary
     mirror: infra.Registry
-    canary: Canary
+    canary: infra.Canary
     mirror_sigs: infra.Lookaside
     store: list[dict[str, Any]]  # TrustStores trusting the cosign key, the GPG key and the notation certificate
     digests: dict[str, str]
 
     def config(self, directory: Path, images: str, *, cosign_identity: dict[str, Any] | None = None,
                gpg_identity: dict[str, Any] | None = None, gpg_lookaside: str | None = None) -> Path:
-        """Policies over `<images>/{cos,gpg,nota}`, one format each."""
+        """Policies over `<images>/{cos,bun,gpg,nota}`, one format each (`bun` under the cosign authority)."""
         cosign: dict[str, Any] = {"trustStore": "keys", "keys": ["cosign"]}
         if cosign_identity is not None:
             cosign["signedIdentity"] = cosign_identity
@@ -69,6 +55,7 @@ class World:
         return write_config(
             directory, *self.store,
             trust_policy("cos", [f"{images}/cos"], [{"name": "ci", "cosign": cosign}]),
+            trust_policy("bun", [f"{images}/bun"], [{"name": "ci", "cosign": cosign}]),
             trust_policy("gpg", [f"{images}/gpg"], [{"name": "release", "gpg": gpg}]),
             trust_policy("nota", [f"{images}/nota"], [{"name": "acme", "notation": {
                 "trustStore": "notation", "trustedIdentities": ["*"]}}]))
@@ -86,7 +73,7 @@ def world(tmp_path_factory: pytest.TempPathFactory, registry: infra.Registry, gp
     upstream = infra.start_registry(base / "upstream")
     up_sigs = infra.start_lookaside(base / "upstream-sigs")
     mirror_sigs = infra.start_lookaside(base / "mirror-sigs")
-    canary: Canary | None = None
+    canary: infra.Canary | None = None
     try:
         registries_d = base / "registries.d"
         registries_d.mkdir()
@@ -94,7 +81,7 @@ def world(tmp_path_factory: pytest.TempPathFactory, registry: infra.Registry, gp
             upstream.host: {"lookaside": up_sigs.url, "lookaside-staging": up_sigs.root.as_uri()},
             registry.host: {"lookaside": mirror_sigs.url, "lookaside-staging": mirror_sigs.root.as_uri()}}}))
         digests = {}
-        for name in ("cos", "gpg", "nota"):
+        for name in FORMATS:
             layout = infra.write_oci_layout(base / f"layout-{name}", seed=f"mirrored {name}")
             digests[name] = infra.push(layout, upstream, f"origin/{name}", "v1", registries_d=registries_d,
                                        gnupg_home=gpg.home,
@@ -104,6 +91,13 @@ def world(tmp_path_factory: pytest.TempPathFactory, registry: infra.Registry, gp
         infra.run("cosign", "sign", "--key", str(base / "cosign.key"), "--tlog-upload=false", "-y",
                   "--allow-http-registry", "--allow-insecure-registry",
                   f"{upstream.host}/origin/cos@{digests['cos']}", env=cosign_env)
+        # cosign 3 with no Sigstore service: a bundle without log entries, filed as an OCI referrer.
+        signing_config = base / "offline-signing-config.json"
+        infra.run("cosign3", "signing-config", "create", "--no-default-fulcio", "--no-default-rekor",
+                  "--no-default-oidc", "--no-default-tsa", "--out", str(signing_config), env=cosign_env)
+        infra.run("cosign3", "sign", "--key", str(base / "cosign.key"), "--signing-config", str(signing_config),
+                  "-y", "--allow-http-registry", "--allow-insecure-registry",
+                  f"{upstream.host}/origin/bun@{digests['bun']}", env=cosign_env)
         notation_env = {"XDG_CONFIG_HOME": str(base / "notation-home")}
         infra.run("notation", "cert", "generate-test", "--default", "selfsigned", env=notation_env)
         infra.run("notation", "sign", "--insecure-registry", "--key", "selfsigned",
@@ -111,8 +105,9 @@ def world(tmp_path_factory: pytest.TempPathFactory, registry: infra.Registry, gp
 
         infra.run("cosign", "copy", "--allow-http-registry", "--allow-insecure-registry",
                   f"{upstream.host}/origin/cos:v1", f"{registry.host}/mirror/cos:v1", env=cosign_env)
-        infra.run("oras", "cp", "-r", "--from-plain-http", "--to-plain-http",
-                  f"{upstream.host}/origin/nota:v1", f"{registry.host}/mirror/nota:v1")
+        for name in ("bun", "nota"):
+            infra.run("oras", "cp", "-r", "--from-plain-http", "--to-plain-http",
+                      f"{upstream.host}/origin/{name}:v1", f"{registry.host}/mirror/{name}:v1")
         # skopeo carries the signature from the upstream's lookaside to the mirror's (registries.d above).
         infra.run("skopeo", "--insecure-policy", "--registries.d", str(registries_d), "copy", "--quiet",
                   "--preserve-digests", *upstream.skopeo_src_flags(), *registry.skopeo_dest_flags(),
@@ -126,7 +121,7 @@ def world(tmp_path_factory: pytest.TempPathFactory, registry: infra.Registry, gp
         port = upstream.port
         upstream.stop()
         up_sigs.stop()
-        canary = Canary(port)
+        canary = infra.Canary(port)
         yield World(upstream.host, registry, canary, mirror_sigs, store, digests)
     finally:
         if canary is not None:
@@ -142,18 +137,18 @@ def _allowed(run: Run) -> dict[str, bool]:
 
 def test_copies_are_admitted_under_the_remap_rules_and_refused_without_them(tmp_path: Path, world: World) -> None:
     mirror, origin = f"{world.mirror.host}/mirror", f"{world.upstream}/origin"
-    copies = [f"{mirror}/{name}:v1" for name in ("cos", "gpg", "nota")]
+    copies = [f"{mirror}/{name}:v1" for name in FORMATS]
     remapped = world.config(tmp_path / "remapped", mirror,
                             cosign_identity={"type": "matchRepository", "remap": {"prefix": mirror,
                                                                                   "signedPrefix": origin}},
                             gpg_identity={"type": "remapIdentity", "prefix": mirror, "signedPrefix": origin})
     run = verify(remapped, world.mirror, *copies)
-    assert _allowed(run) == {"cos:v1": True, "gpg:v1": True, "nota:v1": True}, reasons(run)
+    assert _allowed(run) == {"cos:v1": True, "bun:v1": True, "gpg:v1": True, "nota:v1": True}, reasons(run)
 
     plain = world.config(tmp_path / "plain", mirror)
     run = verify(plain, world.mirror, *copies)
-    # Notation signs the digest alone: a copy verifies as it is. The others name the origin's repository.
-    assert _allowed(run) == {"cos:v1": False, "gpg:v1": False, "nota:v1": True}, reasons(run)
+    # Notation and bundles sign the digest alone: a copy verifies as it is. The others name the origin's repository.
+    assert _allowed(run) == {"cos:v1": False, "bun:v1": True, "gpg:v1": False, "nota:v1": True}, reasons(run)
     assert f"signed for {origin}/cos, not accepted by matchRepository" in reasons(run)
     assert f"signed for {origin}/gpg:v1, not accepted by matchRepoDigestOrExact" in reasons(run)
 
@@ -167,17 +162,20 @@ def test_copies_are_admitted_under_the_remap_rules_and_refused_without_them(tmp_
 def test_pods_naming_the_upstream_are_verified_from_the_mirror_without_contacting_it(
         tmp_path: Path, world: World) -> None:
     origin = f"{world.upstream}/origin"
-    images = [f"{origin}/{name}:v1" for name in ("cos", "gpg", "nota")]
+    images = [f"{origin}/{name}:v1" for name in FORMATS]
     # The authority's own lookaside is the (gone) upstream's: the mirror's lookaside flag must take its place.
     config = world.config(tmp_path / "upstream", origin, gpg_lookaside=f"http://{world.upstream}/sigstore")
     run = verify(config, world.mirror, *world.mirror_flags(), *images)
-    assert _allowed(run) == {"cos:v1": True, "gpg:v1": True, "nota:v1": True}, reasons(run)
-    assert [image["digest"] for image in run.json()["images"]] == [world.digests[n] for n in ("cos", "gpg", "nota")]
+    assert _allowed(run) == {"cos:v1": True, "bun:v1": True, "gpg:v1": True, "nota:v1": True}, reasons(run)
+    assert [image["digest"] for image in run.json()["images"]] == [world.digests[n] for n in FORMATS]
+    assert "good sigstore bundle signature by key cosign" in json.dumps(run.json()["images"][1]["explanation"])
     assert world.canary.connections == 0
 
-    missing = verify(config, world.mirror, *world.mirror_flags(), f"{origin}/cos:absent")
+    missing = verify(config, world.mirror, *world.mirror_flags(), f"{origin}/cos:absent", f"{origin}/bun:absent")
     assert missing.returncode == 1
-    assert f"{origin}/cos:absent not found on {world.mirror.host} (mirror of {world.upstream})" in reasons(missing)
+    for name in ("cos", "bun"):
+        assert f"{origin}/{name}:absent not found on {world.mirror.host} (mirror of {world.upstream})" \
+            in reasons(missing)
     assert world.canary.connections == 0
 
     # The canary does see trustgate when no mirror is configured, or when falling back is allowed.
@@ -196,7 +194,7 @@ def test_mutate_pins_the_mirror_digest_under_the_upstream_name(tmp_path: Path, w
     config = world.config(tmp_path / "upstream", origin)
     before = world.canary.connections
     with running_webhook(tmp_path, config, world.mirror, *world.mirror_flags()) as client:
-        for name in ("cos", "gpg", "nota"):
+        for name in FORMATS:
             image = f"{origin}/{name}:v1"
             answer = client.post("/mutate", json=admission_review(f"m-{name}", image)).json()["response"]
             assert answer["allowed"] is True, answer
@@ -204,3 +202,63 @@ def test_mutate_pins_the_mirror_digest_under_the_upstream_name(tmp_path: Path, w
             assert patch == [{"op": "replace", "path": "/spec/containers/0/image",
                               "value": f"{image}@{world.digests[name]}"}]
     assert world.canary.connections == before
+
+
+def _in_network_namespace(tmp_path: Path, spec: dict[str, Any]) -> dict[str, Any]:
+    """Run tests/e2e/mirror_netns.py under `unshare --net --mount` with `lo` up and a private /etc/hosts
+    naming the upstream; return what it observed."""
+    hosts = tmp_path / "hosts"
+    hosts.write_text(f"127.0.0.1 localhost\n{NETNS_CANARY_ADDRESS} {NETNS_UPSTREAM}\n")
+    spec_file = tmp_path / "spec.json"
+    spec_file.write_text(json.dumps(spec))
+    command = [infra.tool("unshare"), "--net", "--mount", "--", "sh", "-c",
+               'ip link set lo up && mount --bind "$0" /etc/hosts && exec "$@"', str(hosts),
+               sys.executable, "-m", "tests.e2e.mirror_netns", str(spec_file)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=infra.REPO_ROOT,
+                               env={**os.environ, "PATH": f"{infra.TOOLS_BIN}{os.pathsep}{os.environ['PATH']}"},
+                               start_new_session=True)
+    try:
+        output, errors = process.communicate(timeout=NETNS_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        # What the helper started is in its process group: stop it all.
+        os.killpg(process.pid, signal.SIGTERM)
+        output, errors = process.communicate()
+    assert process.returncode == 0, errors.decode(errors="replace")[-8000:]
+    observed: dict[str, Any] = json.loads(output.decode().splitlines()[-1])
+    return observed
+
+
+def test_mirror_is_used_for_every_format_where_the_upstream_cannot_be_reached(tmp_path: Path, world: World) -> None:
+    """In a network namespace with only loopback, the upstream's name resolves to a canary alone: pods naming
+    it are verified and pinned from the mirror with no attempt on it; without the mirror flag, they are not."""
+    origin, signed_origin = f"{NETNS_UPSTREAM}/origin", f"{world.upstream}/origin"
+    images = [f"{origin}/{name}:v1" for name in FORMATS]
+    # The fixture signed under the upstream's test address: the remap says so for the formats naming it.
+    config = world.config(tmp_path / "config", origin, gpg_lookaside=f"https://{NETNS_UPSTREAM}/sigstore",
+                          cosign_identity={"type": "matchRepository", "remap": {"prefix": origin,
+                                                                                "signedPrefix": signed_origin}},
+                          gpg_identity={"type": "remapIdentity", "prefix": origin, "signedPrefix": signed_origin})
+    observed = _in_network_namespace(tmp_path, {
+        "work": str(tmp_path / "netns"), "config": str(config), "images": images, "upstream": NETNS_UPSTREAM,
+        "upstreamPrefix": origin, "canaryAddress": NETNS_CANARY_ADDRESS, "mirrorPath": "mirror",
+        "mirrorStorage": str(world.mirror.storage), "mirrorLookaside": str(world.mirror_sigs.root)})
+    assert observed["interfaces"] == ["lo"]
+    assert observed["upstreamResolvesTo"] == NETNS_CANARY_ADDRESS
+
+    mirrored = observed["mirrored"]
+    verdicts = {image["image"]: image["allowed"] for image in mirrored["result"]["images"]}
+    assert verdicts == dict.fromkeys(images, True), mirrored["result"]
+    assert [image["digest"] for image in mirrored["result"]["images"]] == [world.digests[n] for n in FORMATS]
+    assert mirrored["returncode"] == 0 and mirrored["canary"] == 0
+
+    assert observed["mutate"]["patches"] == {image: {"allowed": True, "patch": [
+        {"op": "replace", "path": "/spec/containers/0/image", "value": f"{image}@{world.digests[name]}"}]}
+        for name, image in zip(FORMATS, images, strict=True)}
+    assert observed["mutate"]["canary"] == 0
+
+    # The control: the same images without the mirror flag go to the upstream's name, reach only the canary,
+    # and are denied.
+    for image, direct in observed["direct"].items():
+        assert direct["returncode"] == 1 and direct["result"]["images"][0]["allowed"] is False, direct
+        assert direct["attempts"] > 0, (image, direct)
+        assert NETNS_UPSTREAM in "\n".join(direct["result"]["images"][0]["reasons"]), direct

@@ -127,7 +127,8 @@ def _describe(exc: aiohttp.ClientError | TimeoutError, registry: str) -> str:
     if isinstance(exc, TimeoutError):  # aiohttp's connect and read timeouts (ServerTimeoutError) are ones too
         return f"registry {registry} did not answer in time"
     if isinstance(exc, aiohttp.ClientConnectorError):  # refused, unreachable, or a name that does not resolve
-        return f"cannot connect to registry {registry}: {exc.os_error}"
+        # A connection closed during the TLS handshake is a ConnectionResetError without text: name its kind.
+        return f"cannot connect to registry {registry}: {str(exc.os_error) or type(exc.os_error).__name__}"
     if isinstance(exc, aiohttp.ClientResponseError):  # a status line or header aiohttp's parser refuses
         return f"{registry} broke off its answer (truncated or malformed HTTP): {exc.message}"
     if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError):
