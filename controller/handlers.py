@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
+import urllib3
 
 from controller.kube import Cluster
 from controller.leader import RENEW_SECONDS, LeaseElection
@@ -161,10 +162,19 @@ async def _reconcile_loop(runtime: Runtime) -> None:
             continue
         try:
             await asyncio.to_thread(runtime.controller.reconcile)
+        except urllib3.exceptions.HTTPError as exc:
+            # An API server that is away (restarting, partitioned) is an expected condition, not a defect.
+            log.warning("reconciliation failed, the API server cannot be reached (%s); retrying in %gs",
+                        exc, RETRY_SECONDS)
+            await _retry_later(runtime)
         except Exception:
             log.exception("reconciliation failed; retrying in %gs", RETRY_SECONDS)
-            await asyncio.sleep(RETRY_SECONDS)
-            runtime.request()
+            await _retry_later(runtime)
+
+
+async def _retry_later(runtime: Runtime) -> None:
+    await asyncio.sleep(RETRY_SECONDS)
+    runtime.request()
 
 
 def run(settings: ControllerSettings, liveness_endpoint: str | None = None) -> None:
