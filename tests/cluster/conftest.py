@@ -22,6 +22,21 @@ __all__ = ["gpg", "lookaside", "registries_d", "registry"]
 
 NAMESPACE = apiserver.NAMESPACE
 
+# (repository, GPG key name or None for unsigned) -> (reference, digest)
+PushImage = Callable[[str, str | None], tuple[str, str]]
+
+
+@pytest.fixture
+def push_image(registry: infra.Registry, registries_d: Path, gpg: infra.GpgKeys, tmp_path: Path) -> PushImage:
+    """Pushes a one-layer image as `repository:v1`, signed into the lookaside by the named key."""
+    def push(repository: str, key: str | None) -> tuple[str, str]:
+        layout = infra.write_oci_layout(tmp_path / repository.replace("/", "_"), seed=repository)
+        digest = infra.push(layout, registry, repository, "v1", registries_d=registries_d, gnupg_home=gpg.home,
+                            sign_by=gpg.fingerprints[key] if key else None)
+        return f"{registry.host}/{repository}:v1", digest
+
+    return push
+
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tests.cluster.apiserver import ApiServer
-from tests.cluster.conftest import NAMESPACE, Process, condition, wait_for
+from tests.cluster.conftest import NAMESPACE, Process, PushImage, condition, wait_for
 from tests.cluster.test_controller_cluster import (
     Webhook,
     _create_pod,
@@ -21,14 +21,9 @@ from tests.helpers import trust_policy, trust_store
 
 def test_mutating_webhook_pins_digests_and_namespace_selectors_apply(
         cluster: ApiServer, start_trustgate: Callable[..., Process], registry: infra.Registry,
-        lookaside: infra.Lookaside, registries_d: Path, gpg: infra.GpgKeys, tmp_path: Path) -> None:
-    def push(repository: str, key: str | None) -> tuple[str, str]:
-        layout = infra.write_oci_layout(tmp_path / repository.replace("/", "_"), seed=repository)
-        digest = infra.push(layout, registry, repository, "v1", registries_d=registries_d, gnupg_home=gpg.home,
-                            sign_by=gpg.fingerprints[key] if key else None)
-        return f"{registry.host}/{repository}:v1", digest
-
-    (signed, digest), (unsigned, _) = push("pinning/app", "release-ed"), push("pinning/unsigned", None)
+        lookaside: infra.Lookaside, gpg: infra.GpgKeys, push_image: PushImage,
+        tmp_path: Path) -> None:
+    (signed, digest), (unsigned, _) = push_image("pinning/app", "release-ed"), push_image("pinning/unsigned", None)
     for namespace, env in (("prod", "prod"), ("dev", "dev")):
         cluster.kubectl("create", "namespace", namespace)
         cluster.kubectl("label", "namespace", namespace, f"env={env}")

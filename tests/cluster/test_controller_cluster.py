@@ -24,7 +24,7 @@ import yaml
 from controller.handlers import STANDBY_ROUND_SECONDS
 from controller.leader import LEASE_DURATION_SECONDS, RENEW_SECONDS
 from tests.cluster.apiserver import ApiServer
-from tests.cluster.conftest import NAMESPACE, Process, condition, wait_for
+from tests.cluster.conftest import NAMESPACE, Process, PushImage, condition, wait_for
 from tests.e2e import infra
 from tests.helpers import trust_policy, trust_store
 
@@ -126,14 +126,9 @@ def _create_pod(cluster: ApiServer, name: str, image: str, *, dry_run: bool = Fa
 
 def test_signed_pod_is_admitted_unsigned_refused_and_revocation_takes_effect(
         cluster: ApiServer, start_trustgate: Callable[..., Process], registry: infra.Registry,
-        lookaside: infra.Lookaside, registries_d: Path, gpg: infra.GpgKeys, tmp_path: Path) -> None:
-    def push(repository: str, key: str | None) -> str:
-        layout = infra.write_oci_layout(tmp_path / repository.replace("/", "_"), seed=repository)
-        infra.push(layout, registry, repository, "v1", registries_d=registries_d, gnupg_home=gpg.home,
-                   sign_by=gpg.fingerprints[key] if key else None)
-        return f"{registry.host}/{repository}:v1"
-
-    signed, unsigned = push("cluster/app", "release-rsa"), push("cluster/unsigned", None)
+        lookaside: infra.Lookaside, gpg: infra.GpgKeys, push_image: PushImage,
+        tmp_path: Path) -> None:
+    (signed, _), (unsigned, _) = push_image("cluster/app", "release-rsa"), push_image("cluster/unsigned", None)
 
     cluster.kubectl("create", "namespace", "keys")
     cluster.apply(_key_secret(gpg.armored("release-rsa")), _store(gpg), trust_policy(

@@ -16,7 +16,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from tests.cluster.apiserver import ApiServer
-from tests.cluster.conftest import NAMESPACE, Process, condition, wait_for
+from tests.cluster.conftest import NAMESPACE, Process, PushImage, condition, wait_for
 from tests.cluster.test_controller_cluster import Webhook, _create_pod, _pod, _validating_configuration
 from tests.e2e import infra
 from tests.helpers import trust_policy, trust_store
@@ -38,14 +38,9 @@ def _denied_events(cluster: ApiServer, namespace: str) -> list[dict[str, Any]]:
 
 def test_denials_become_aggregated_events_with_their_code(
         cluster: ApiServer, start_trustgate: Callable[..., Process], registry: infra.Registry,
-        lookaside: infra.Lookaside, registries_d: Path, gpg: infra.GpgKeys, tmp_path: Path) -> None:
-    def push(repository: str, key: str | None) -> str:
-        layout = infra.write_oci_layout(tmp_path / repository.replace("/", "_"), seed=repository)
-        infra.push(layout, registry, repository, "v1", registries_d=registries_d, gnupg_home=gpg.home,
-                   sign_by=gpg.fingerprints[key] if key else None)
-        return f"{registry.host}/{repository}:v1"
-
-    signed, unsigned = push("events/app", "release-ed"), push("events/unsigned", None)
+        lookaside: infra.Lookaside, gpg: infra.GpgKeys, push_image: PushImage,
+        tmp_path: Path) -> None:
+    (signed, _), (unsigned, _) = push_image("events/app", "release-ed"), push_image("events/unsigned", None)
     cluster.kubectl("create", "namespace", "shop")
     cluster.apply(trust_store("events", {"ed": gpg.armored("release-ed")}), trust_policy(
         "events", [f"{registry.host}/events/**"],
