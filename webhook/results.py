@@ -57,15 +57,17 @@ class Result:
         led to it."""
         if self.passed:
             return []
-        if include_subject or not self.children:
-            return list(_failing_leaves(self, ()) if include_subject else [f"[{self.public_code}] {self.message}"])
+        if include_subject:
+            return [f"[{leaf.public_code}] {': '.join(path)}: {leaf.message}" for path, leaf in _failing_leaves(self)]
+        if not self.children:
+            return [f"[{self.public_code}] {self.message}"]
         return [reason for child in self.children for reason in child.failure_reasons()]
 
     def failure_codes(self) -> list[str]:
         """The public codes of the leaves of every failing branch, each once, in tree order."""
         if self.passed:
             return []
-        return list(dict.fromkeys(leaf.public_code for leaf in _failing_leaf_nodes(self)))
+        return list(dict.fromkeys(leaf.public_code for _, leaf in _failing_leaves(self)))
 
     def to_dict(self) -> dict[str, object]:
         data: dict[str, object] = {
@@ -84,22 +86,15 @@ class Result:
         return data
 
 
-def _failing_leaves(node: Result, path: tuple[str, ...]) -> Iterator[str]:
+def _failing_leaves(node: Result, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], Result]]:
+    """Each leaf of a failing branch, with the subjects that lead to it (its own last)."""
     here = (*path, node.subject)
     failing_children = [child for child in node.children if not child.passed]
     if not failing_children:
-        yield f"[{node.public_code}] {': '.join(here)}: {node.message}"
+        yield here, node
         return
     for child in failing_children:
         yield from _failing_leaves(child, here)
-
-
-def _failing_leaf_nodes(node: Result) -> Iterator[Result]:
-    failing_children = [child for child in node.children if not child.passed]
-    if not failing_children:
-        yield node
-    for child in failing_children:
-        yield from _failing_leaf_nodes(child)
 
 
 def at_least(subject: str, required: int, children: Sequence[Result], *, what: str) -> Result:
