@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import urllib3
 from kubernetes import client, watch
@@ -49,6 +49,7 @@ WATCH_TIMEOUT_SECONDS = 240
 RETRY_SECONDS = 2.0
 
 SecretData = Mapping[str, bytes]
+T = TypeVar("T")
 
 # How long a pull Secret or ServiceAccount read for a pod is reused: a changed or deleted Secret counts after
 # at most this long.
@@ -180,46 +181,44 @@ class PodPullCredentials:
         return _credential_set(tuple(entry for entries in found for entry in entries))
 
     async def _account_secrets(self, namespace: str, account: str) -> tuple[str, ...]:
-        key = (namespace, account)
-        cached = self._accounts.get(key)
-        if cached is not None:
-            return cached
+        def names(account_object: Any) -> tuple[str, ...]:
+            return tuple(reference.name for reference in account_object.image_pull_secrets or () if reference.name)
 
-        async def read() -> tuple[str, ...]:
-            found = await self._read(f"ServiceAccount {namespace}/{account}",
-                                     self.core.read_namespaced_service_account, account, namespace)
-            if found is None:
-                return ()
-            account_object = found[0]
-            names = () if account_object is None else tuple(
-                reference.name for reference in account_object.image_pull_secrets or () if reference.name)
-            self._accounts.put(key, names, PULL_SECRET_CACHE_SECONDS)
-            return names
-
-        return await self._reading_accounts.run(key, read)
+        return await self._kept(self._accounts, self._reading_accounts, f"ServiceAccount {namespace}/{account}",
+                                self.core.read_namespaced_service_account, namespace, account, names, ())
 
     async def _secret(self, namespace: str, name: str) -> tuple[tuple[str, Credentials], ...]:
+        what = f"pull secret {namespace}/{name}"
+
+        def entries(secret: Any) -> tuple[tuple[str, Credentials], ...]:
+            try:
+                return tuple(pull_secret_entries(secret.type or "", _decoded(secret), what))
+            except CredentialsError as exc:  # names the Secret and the entry, never a credential
+                log.warning("%s not used: %s", what, exc)
+                return ()
+
+        return await self._kept(self._secrets, self._reading_secrets, what, self.core.read_namespaced_secret,
+                                namespace, name, entries, ())
+
+    async def _kept(self, cache: ExpiringLRU[tuple[str, str], T], reading: SingleFlight[tuple[str, str], T],
+                    what: str, read: Callable[..., Any], namespace: str, name: str, convert: Callable[[Any], T],
+                    none: T) -> T:
+        """What `convert` makes of an object of the namespace, read once for concurrent callers and kept for
+        PULL_SECRET_CACHE_SECONDS; `none` when it does not exist (kept too) or cannot be read now (not kept)."""
         key = (namespace, name)
-        cached = self._secrets.get(key)
+        cached = cache.get(key)
         if cached is not None:
             return cached
 
-        async def read() -> tuple[tuple[str, Credentials], ...]:
-            what = f"pull secret {namespace}/{name}"
-            found = await self._read(what, self.core.read_namespaced_secret, name, namespace)
+        async def fetch() -> T:
+            found = await self._read(what, read, name, namespace)
             if found is None:
-                return ()
-            secret = found[0]
-            entries: tuple[tuple[str, Credentials], ...] = ()
-            if secret is not None:
-                try:
-                    entries = tuple(pull_secret_entries(secret.type or "", _decoded(secret), what))
-                except CredentialsError as exc:  # names the Secret and the entry, never a credential
-                    log.warning("%s not used: %s", what, exc)
-            self._secrets.put(key, entries, PULL_SECRET_CACHE_SECONDS)
-            return entries
+                return none
+            value = none if found[0] is None else convert(found[0])
+            cache.put(key, value, PULL_SECRET_CACHE_SECONDS)
+            return value
 
-        return await self._reading_secrets.run(key, read)
+        return await reading.run(key, fetch)
 
     @staticmethod
     async def _read(what: str, read: Callable[..., Any], name: str, namespace: str) -> tuple[Any] | None:
@@ -315,17 +314,17 @@ class ClusterSource:
 
     def wait_for_tls(self) -> tuple[Path, Path]:
         """Block until the controller has issued the serving certificate; return (cert, key) paths."""
+        issued = f"Secret {self.namespace}/{TLS_SECRET} from trustgate controller"
         waiting_for = ""
         while True:
             try:
                 secret = self.core.read_namespaced_secret(TLS_SECRET, self.namespace)
                 if self.tls.write(_decoded(secret)):
                     return self.tls.cert, self.tls.key
-                missing = f"Secret {self.namespace}/{TLS_SECRET} from trustgate controller"
+                missing = issued
             except ApiException as exc:
                 # Also a refusal: an API server that has just started refuses until its RBAC caches are filled.
-                missing = (f"Secret {self.namespace}/{TLS_SECRET} from trustgate controller" if exc.status == 404
-                           else f"the API server ({exc.status} {exc.reason})")
+                missing = issued if exc.status == 404 else f"the API server ({exc.status} {exc.reason})"
             except urllib3.exceptions.HTTPError as exc:  # unreachable: a replica started during an outage waits
                 missing = f"the API server ({exc.__class__.__name__})"
             if missing != waiting_for:
