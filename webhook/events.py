@@ -30,7 +30,7 @@ from typing import Any
 
 from prometheus_client import Counter
 
-from webhook.admission import AdmissionRequest
+from webhook.admission import AdmissionRequest, fit_message
 
 log = logging.getLogger(__name__)
 
@@ -240,8 +240,7 @@ class EventRecorder:
         self._thread.join(timeout=10)
 
     def report(self, request: AdmissionRequest, reason: str, message: str) -> None:
-        if len(message) > MAX_EVENT_MESSAGE_CHARS:
-            message = message[: MAX_EVENT_MESSAGE_CHARS - 10] + " ... (cut)"
+        message = fit_message([message], limit=MAX_EVENT_MESSAGE_CHARS)
         finding = Finding(involved_object(request), reason, f"{request.kind} {message}")
         try:
             self._queue.put_nowait(finding)
