@@ -161,11 +161,15 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=float(os.environ.get("SOAK_SECONDS", "600")))
     parser.add_argument("--output", type=Path, help="also write the figures to this JSON file")
     args = parser.parse_args()
-    figures = run(args.seconds)
+    return report(run(args.seconds), args.output)
+
+
+def report(figures: dict[str, Any], output: Path | None) -> int:
+    """Print a campaign's figures (and write them to `output`); its exit status: 0 when it passed."""
     text = json.dumps(figures, indent=2)
     print(text)
-    if args.output:
-        args.output.write_text(text + "\n")
+    if output:
+        output.write_text(text + "\n")
     return 0 if figures["passed"] else 1
 
 

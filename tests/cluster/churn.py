@@ -13,7 +13,6 @@ on a control plane of its own:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -46,6 +45,7 @@ from tests.cluster.probe import (
     webhook_tls,
 )
 from tests.e2e import infra
+from tests.soak import report
 from webhook.policy.models import GROUP, VERSION
 
 REVIEWS_PER_SECOND = 8
@@ -199,11 +199,7 @@ def main() -> int:
         lookaside.stop()
         registry.stop()
         cluster.stop()
-    text = json.dumps(figures, indent=2)
-    print(text)
-    if args.output:
-        args.output.write_text(text + "\n")
-    return 0 if figures["passed"] else 1
+    return report(figures, args.output)
 
 
 if __name__ == "__main__":
