@@ -7,6 +7,7 @@ without any verifier, and the GPG verifier verifies in the homes made here.
 
 from __future__ import annotations
 
+import copy
 import logging
 import shutil
 import threading
@@ -64,6 +65,31 @@ class GpgKey:
         return self.fingerprint[-16:]
 
 
+_GPG_OPTIONS = (
+    "--no-options", "--no-autostart", "--trust-model", "always", "--no-auto-check-trustdb",
+    "--no-auto-key-retrieve", "--no-auto-key-locate", "--max-output", str(MAX_PLAINTEXT_BYTES),
+)
+_first_gpg: gnupg.GPG | None = None
+_first_gpg_lock = threading.Lock()
+
+
+def _gpg_in(home: str) -> gnupg.GPG:
+    """A python-gnupg handle on `home`.
+
+    Making a handle runs gpg once to learn its version. Every home of this process runs the same gpg binary, so
+    that is asked once per process, not once per TrustStore: with hundreds of TrustStores, gpg processes are what
+    loading a configuration costs.
+    """
+    global _first_gpg
+    with _first_gpg_lock:
+        if _first_gpg is None:
+            _first_gpg = gnupg.GPG(gnupghome=home, options=list(_GPG_OPTIONS))
+            _first_gpg.encoding = "utf-8"
+        handle = copy.copy(_first_gpg)
+    handle.gnupghome = home
+    return handle
+
+
 class GnupgHome:
     """A private, throw-away GNUPGHOME holding only the given public keys.
 
@@ -76,15 +102,7 @@ class GnupgHome:
         self._closed = False
         self._lock = threading.Lock()
         try:
-            self.gpg = gnupg.GPG(
-                gnupghome=self.path,
-                options=[
-                    "--no-options", "--no-autostart", "--trust-model", "always", "--no-auto-check-trustdb",
-                    "--no-auto-key-retrieve", "--no-auto-key-locate",
-                    "--max-output", str(MAX_PLAINTEXT_BYTES),
-                ],
-            )
-            self.gpg.encoding = "utf-8"
+            self.gpg = _gpg_in(self.path)
             self.import_results = [self.gpg.import_keys(armored) for armored in armored_keys]
         except Exception:
             self.close()

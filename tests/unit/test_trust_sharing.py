@@ -182,3 +182,32 @@ def test_a_failed_compile_releases_only_what_it_made(signers: Any) -> None:
         assert _signature_check(_verifier(serving, "p-kept"), signatures["alpha"])[0]
     finally:
         serving.close()
+
+
+def test_compiling_a_store_runs_gpg_once_per_key_and_once_to_list_them(signers: Any,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """gpg processes are what a large configuration costs to load: gpg's version is asked once per process, not
+    once per TrustStore home."""
+    armored, signatures = signers
+    commands: list[list[str]] = []
+    real_open = gpgkeys.gnupg.GPG._open_subprocess
+
+    def counting(self: Any, args: list[str], *rest: Any, **options: Any) -> Any:
+        commands.append(list(args))
+        return real_open(self, args, *rest, **options)
+
+    monkeypatch.setattr(gpgkeys.gnupg.GPG, "_open_subprocess", counting)
+    monkeypatch.setattr(gpgkeys, "_first_gpg", None)
+    policies = compile_policy_set(resources(*(_store(armored, f"store-{index}") for index in range(3)),
+                                            *(_policy(f"p-{index}", f"store-{index}") for index in range(3))))
+    try:
+        assert sum("--list-config" in command for command in commands) == 1
+        assert sum("--import" in command for command in commands) == 3 * len(armored)
+        assert sum("--list-keys" in command for command in commands) == 3
+        assert len(commands) == 1 + 3 * len(armored) + 3
+        # Each store verifies in its own home, with the version learnt from the first.
+        homes = {policies.trust_stores[f"store-{index}"].gpg_home for index in range(3)}
+        assert len({home.gpg.gnupghome for home in homes if home is not None}) == 3
+        assert _signature_check(_verifier(policies, "p-2"), signatures["beta"])[0]
+    finally:
+        policies.close()
