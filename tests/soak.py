@@ -43,6 +43,11 @@ def rss_kib(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for process {pid}")
 
 
+def stall(handler: hostile.HostileHandler) -> None:
+    """Answer nothing for a while (until the registry stops)."""
+    handler.registry.released.wait(3)
+
+
 def chaos(upstream: str, injected: Counter[str]) -> hostile.Behaviour:
     """Forward to the real registry, or answer with a random fault."""
     faults: dict[str, hostile.Behaviour] = {
@@ -51,7 +56,7 @@ def chaos(upstream: str, injected: Counter[str]) -> hostile.Behaviour:
         "404": hostile.status(404),
         "truncated": hostile.truncated(hostile.image_manifest("soak")),
         "wrong bytes": hostile.document(hostile.image_manifest("soak-other")),
-        "stall": lambda handler: handler.registry.released.wait(3),
+        "stall": stall,
         "trickle": hostile.trickle(hostile.image_manifest("soak") * 2, pause=0.5),
     }
 

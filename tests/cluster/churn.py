@@ -115,7 +115,7 @@ def run(cluster: ApiServer, registry: infra.Registry, lookaside: infra.Lookaside
         with BundleHistory(cluster, images) as history:
             history.wait_newer(0)
             first = history.latest()
-            while (reviewer.ready_generation(port) or 0) < first:
+            while not reviewer.serves(port, first):
                 time.sleep(0.2)
             with Load(reviewer, [port], REVIEWS_PER_SECOND):
                 started = time.monotonic()

@@ -209,6 +209,10 @@ class Reviewer:
             return None
         return response.json().get("policyGeneration") if response.status_code == 200 else None
 
+    def serves(self, port: int, generation: int) -> bool:
+        """Whether the replica on `port` is ready with `generation` or a later one."""
+        return (self.ready_generation(port) or 0) >= generation
+
 
 def problems(answers: Iterable[Answer], history: BundleHistory, bound: float) -> list[str]:
     """What is wrong with answers: not a 200 review; no generation reported, or one never published; a verdict

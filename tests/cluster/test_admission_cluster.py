@@ -3,7 +3,6 @@ TrustPolicy namespaceSelectors see the namespace labels the webhook watches."""
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Callable
 from pathlib import Path
 
@@ -44,9 +43,7 @@ def test_mutating_webhook_pins_digests_and_namespace_selectors_apply(
     try:
         webhook = Webhook(cluster, port)
         ca = webhook.ca(tmp_path)
-        for kind in ("validatingwebhookconfiguration", "mutatingwebhookconfiguration"):
-            wait_for(f"caBundle of the {kind}", lambda kind=kind: base64.b64decode(cluster.get(
-                kind, "trustgate")["webhooks"][0]["clientConfig"].get("caBundle", "")) == ca.read_bytes())
+        webhook.wait_for_ca_bundle(ca, "validatingwebhookconfiguration", "mutatingwebhookconfiguration")
         wait_for("the webhook to load a bundle", lambda: webhook.generation(ca))
         wait_for("the webhooks to take part in admission", lambda: "no signatures found" in _create_pod(
             cluster, "probe", unsigned, dry_run=True, namespace="prod")[1])

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime
+import functools
 import json
 import ssl
 import threading
@@ -99,6 +100,15 @@ class Webhook:
         path.write_bytes(base64.b64decode(secret["data"]["ca.crt"]))
         return path
 
+    def wait_for_ca_bundle(self, ca: Path, *kinds: str) -> None:
+        """Wait until each of the webhook configurations (`kinds`, all named trustgate) trusts the CA `ca`."""
+        for kind in kinds:
+            wait_for(f"caBundle of the {kind}", functools.partial(self._trusts, kind, ca.read_bytes()))
+
+    def _trusts(self, kind: str, ca: bytes) -> bool:
+        client_config = self.cluster.get(kind, "trustgate")["webhooks"][0]["clientConfig"]
+        return base64.b64decode(client_config.get("caBundle", "")) == ca
+
     def generation(self, ca: Path) -> int | None:
         response = httpx.get(f"https://127.0.0.1:{self.port}/readyz", verify=ssl.create_default_context(cafile=str(ca)),
                              timeout=5)
@@ -163,9 +173,7 @@ def test_signed_pod_is_admitted_unsigned_refused_and_revocation_takes_effect(
     cluster.apply(_validating_configuration(port), _mutating_configuration(port))
     webhook = Webhook(cluster, port)
     ca = webhook.ca(tmp_path)
-    for kind in ("validatingwebhookconfiguration", "mutatingwebhookconfiguration"):
-        wait_for(f"caBundle of the {kind} from the controller", lambda kind=kind: base64.b64decode(cluster.get(
-            kind, "trustgate")["webhooks"][0]["clientConfig"].get("caBundle", "")) == ca.read_bytes())
+    webhook.wait_for_ca_bundle(ca, "validatingwebhookconfiguration", "mutatingwebhookconfiguration")
     generation = wait_for("the webhook to load a bundle", lambda: webhook.generation(ca))
     assert generation == webhook.bundle_generation()
     # Registration takes a moment to reach the API server's admission chain: probe with a dry run.
@@ -260,9 +268,12 @@ def test_one_controller_leads_and_a_standby_takes_over(
                              "127.0.0.1", name="second")
     # The standby keeps trying; the leader keeps renewing: two renewals later the holder is unchanged.
     renewals: set[str] = set()
-    wait_for("two renewals by the leader", lambda: (renewals.add(
-        cluster.get("lease", "-n", NAMESPACE, "trustgate-controller")["spec"]["renewTime"]), len(renewals) >= 3)[1],
-        timeout=60)
+
+    def renewed_twice() -> bool:
+        renewals.add(cluster.get("lease", "-n", NAMESPACE, "trustgate-controller")["spec"]["renewTime"])
+        return len(renewals) >= 3
+
+    wait_for("two renewals by the leader", renewed_twice, timeout=60)
     assert holder() == leader
     assert "is now the leader" not in second.output()
     first.stop()

@@ -4,7 +4,6 @@ costing the API server a bounded number of writes without slowing admission."""
 
 from __future__ import annotations
 
-import base64
 import re
 import statistics
 import time
@@ -58,9 +57,7 @@ def test_denials_become_aggregated_events_with_their_code(
     try:
         webhook = Webhook(cluster, port)
         ca = webhook.ca(tmp_path)
-        wait_for("caBundle of the validating webhook", lambda: base64.b64decode(cluster.get(
-            "validatingwebhookconfiguration", "trustgate")["webhooks"][0]["clientConfig"].get(
-            "caBundle", "")) == ca.read_bytes())
+        webhook.wait_for_ca_bundle(ca, "validatingwebhookconfiguration")
         wait_for("the webhook to load a bundle", lambda: webhook.generation(ca))
         wait_for("the webhook to take part in admission", lambda: "no signatures found" in _create_pod(
             cluster, "probe", unsigned, dry_run=True, namespace="shop")[1])

@@ -84,9 +84,7 @@ def test_only_the_namespace_whose_secret_reads_the_image_admits_it(
             cluster.apply(_validating_configuration(port))
             webhook = Webhook(cluster, port)
             ca = webhook.ca(tmp_path)
-            wait_for("caBundle of the webhook configuration", lambda: base64.b64decode(cluster.get(
-                "validatingwebhookconfiguration", "trustgate")["webhooks"][0]["clientConfig"].get(
-                "caBundle", "")) == ca.read_bytes())
+            webhook.wait_for_ca_bundle(ca, "validatingwebhookconfiguration")
             wait_for("the webhook to load a bundle", lambda: webhook.generation(ca))
             return process, webhook
 

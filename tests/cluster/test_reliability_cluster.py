@@ -8,6 +8,7 @@ it reports (tests/cluster/probe.py). Figures are printed, and written as JSON to
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -121,7 +122,7 @@ def test_webhooks_ride_out_an_api_server_outage_and_follow_changes_made_after_it
         enforced = {}
         for port in (running_port, file_tls_port, cluster_tls_port):
             wait_for(f"replica on port {port} to serve generation {after}",
-                     lambda port=port: (reviewer.ready_generation(port) or 0) >= after, timeout=60, interval=0.1)
+                     functools.partial(reviewer.serves, port, after), timeout=60, interval=0.1)
             enforced[port] = time.monotonic()
             answer = reviewer.review(port, "signed")
             assert not answer.allowed and answer.generation is not None and answer.generation >= after, answer
@@ -166,8 +167,7 @@ def test_replicas_converge_on_each_new_generation_within_the_bound(
                 assert history.published[generation].admits_signed == (change % 2 == 1)
                 for port in ports:
                     wait_for(f"replica on port {port} to serve generation {generation}",
-                             lambda port=port, generation=generation: (reviewer.ready_generation(port) or 0)
-                             >= generation, interval=0.05)
+                             functools.partial(reviewer.serves, port, generation), interval=0.05)
                 converge.append(time.monotonic() - seen)
                 publish.append(seen - changed)
     reviewer.close()

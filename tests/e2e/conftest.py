@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import pytest
@@ -81,8 +81,14 @@ class Webhook:
     client: httpx.Client
 
 
+class Reachable(Protocol):
+    """A registry `trustgate serve` can be pointed at: the real one, or a hostile stand-in."""
+
+    def trustgate_flags(self, directory: Path) -> list[str]: ...
+
+
 @contextmanager
-def webhook_process(directory: Path, config: Path, registry: infra.Registry, *flags: str,
+def webhook_process(directory: Path, config: Path, registry: Reachable, *flags: str,
                     env: dict[str, str] | None = None, output: Path | None = None) -> Iterator[Webhook]:
     """`trustgate serve` on a free port with a certificate from a test CA; a client that trusts that CA. Its
     stdout and stderr go to `output` when given."""
@@ -103,7 +109,7 @@ def webhook_process(directory: Path, config: Path, registry: infra.Registry, *fl
 
 
 @contextmanager
-def running_webhook(directory: Path, config: Path, registry: infra.Registry,
+def running_webhook(directory: Path, config: Path, registry: Reachable,
                     *flags: str) -> Iterator[httpx.Client]:
     with webhook_process(directory, config, registry, *flags) as webhook:
         yield webhook.client

@@ -100,7 +100,7 @@ class HostileRegistry:
 
 
 def start(tls: TlsFiles | None = None) -> HostileRegistry:
-    handler = type("Handler", (HostileHandler,), {})
+    handler: type[HostileHandler] = type("Handler", (HostileHandler,), {})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
     if tls is not None:

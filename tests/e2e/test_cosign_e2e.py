@@ -61,8 +61,9 @@ def write_cosign_key(private_key: Any, path: Path) -> None:
 
 
 def public_pem(private_key: Any) -> str:
-    return private_key.public_key().public_bytes(serialization.Encoding.PEM,
-                                                 serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    text: str = private_key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                      serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    return text
 
 
 def _certificate(subject: str, public_key: Any, issuer_name: x509.Name | None, issuer_key: Any, *, ca: bool,

@@ -230,8 +230,8 @@ def _signature_manifest(registry: infra.Registry, repository: str, digest: str) 
 
 def _plant_signature(registry: infra.Registry, repository: str, target: str, manifest: dict[str, Any]) -> None:
     data = json.dumps(manifest).encode()
-    descriptor = {"mediaType": OCI_MANIFEST, "digest": f"sha256:{hashlib.sha256(data).hexdigest()}",
-                  "size": len(data), "artifactType": "application/vnd.cncf.notary.signature"}
+    descriptor: dict[str, Any] = {"mediaType": OCI_MANIFEST, "digest": f"sha256:{hashlib.sha256(data).hexdigest()}",
+                                  "size": len(data), "artifactType": "application/vnd.cncf.notary.signature"}
     _registry_put(registry, repository, data, manifest_tag=descriptor["digest"])
     index = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [descriptor]}).encode()
     _registry_put(registry, repository, index, manifest_tag=target.replace(":", "-"), media_type=OCI_INDEX)

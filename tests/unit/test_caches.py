@@ -14,7 +14,7 @@ import pytest
 from pydantic import BaseModel, ConfigDict
 
 from tests.helpers import resources, trust_policy
-from webhook.artifacts import Collected, ResolvedImage, SignatureMaterial
+from webhook.artifacts import Collected, ImageTarget, ResolvedImage, SignatureMaterial
 from webhook.cache import ExpiringLRU, SingleFlight
 from webhook.pipeline import AdmissionContext, ImageVerdict, Pipeline, VerificationCaches, VerifySettings
 from webhook.policy.compile import PolicySet, compile_policy_set
@@ -82,7 +82,7 @@ def test_the_manifest_cache_is_bounded_in_bytes() -> None:
     caches = VerificationCaches(VerifySettings())
     manifest = bytes(4 * 1024 * 1024)
     for index in range(100):
-        caches.manifests.put(("registry.example.com/app", f"sha256:{index:064x}"), (manifest, "m"), 60)
+        caches.manifests.put(("", "registry.example.com/app", f"sha256:{index:064x}"), (manifest, "m"), 60)
     assert caches.manifests.max_bytes is not None and caches.manifests.bytes <= caches.manifests.max_bytes
     assert len(caches.manifests) == caches.manifests.max_bytes // (len(manifest) + 1)
 
@@ -179,7 +179,7 @@ class CountingRegistry:
 
 
 class CountingSource(SignatureSource):
-    async def collect(self, image: ResolvedImage, registry: Any) -> Collected:
+    async def collect(self, image: ImageTarget, registry: Any) -> Collected:
         registry.collected.append(image.digest)
         await registry.gate.wait()
         return Collected("stub store", tuple(SignatureMaterial(f"signature-{index}", signer.encode())
@@ -198,7 +198,7 @@ class CountingAuthority(CompiledAuthority):
     def __init__(self, name: str, trusted: list[str]) -> None:
         self.name, self.trusted = name, trusted
 
-    def sources(self, image: ResolvedImage) -> Sequence[SignatureSource]:
+    def sources(self, image: ImageTarget) -> Sequence[SignatureSource]:
         return (CountingSource(),)
 
     def verify_signature(self, image: ResolvedImage, material: SignatureMaterial) -> Result:

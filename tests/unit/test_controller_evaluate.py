@@ -34,6 +34,7 @@ from tests.helpers import trust_policy, trust_store
 from webhook.config import ConfigFileError, load_resources
 from webhook.policy.compile import compile_policy_set
 from webhook.policy.models import TrustStoreKey
+from webhook.trust import compile_trust_store
 from webhook.verifiers.base import discover_verifiers
 
 NOW = datetime.datetime.now(datetime.UTC)
@@ -316,7 +317,7 @@ def test_a_store_compiled_before_from_the_same_content_is_not_compiled_again(
     first = evaluate_store(body, _no_objects, NOW)
     assert first.ready and first.compiled is not None
     compiled: list[str] = []
-    real_compile = evaluate.compile_trust_store
+    real_compile = compile_trust_store
 
     def counting(store: Any) -> Any:
         compiled.append(store.metadata.name)

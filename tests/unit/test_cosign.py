@@ -20,7 +20,7 @@ from webhook.artifacts import SignatureMaterial
 from webhook.config import ConfigFileError
 from webhook.policy.compile import compile_policy_set
 from webhook.policy.models import CertificateIdentity
-from webhook.registry.client import Manifest, RegistrySettings
+from webhook.registry.client import OCI_MANIFEST, Manifest, RegistrySettings
 from webhook.rekor import RekorError, canonical_payload, check_entry_matches, rekor_log_key, verify_bundle
 from webhook.sources.cosign_tag import SIMPLE_SIGNING_MEDIA_TYPE, CosignSignatureTag, signature_tag
 from webhook.verifiers.cosign import (
@@ -36,8 +36,9 @@ REFERENCE = "registry.example.com/team/app"
 
 
 def pem(private_key: Any) -> str:
-    return private_key.public_key().public_bytes(serialization.Encoding.PEM,
-                                                 serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    text: str = private_key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                      serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    return text
 
 
 def payload(reference: str = REFERENCE, manifest: bytes = MANIFEST) -> bytes:
@@ -241,7 +242,7 @@ class FakeRegistry:
     """Serves one signature manifest and its blobs, as the registry client would after hashing them."""
 
     def __init__(self, layers: list[dict[str, Any]], blobs: dict[str, bytes]) -> None:
-        self.document = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        self.document = {"schemaVersion": 2, "mediaType": OCI_MANIFEST,
                          "layers": layers}
         self.blobs = blobs
         self.asked: list[str] = []
@@ -250,8 +251,7 @@ class FakeRegistry:
     async def get_manifest(self, reference: Any, tag: str) -> Manifest | None:
         self.asked.append(f"{reference.repository}:{tag}")
         data = json.dumps(self.document).encode()
-        return Manifest(data, f"sha256:{hashlib.sha256(data).hexdigest()}", self.document["mediaType"],
-                        self.document)
+        return Manifest(data, f"sha256:{hashlib.sha256(data).hexdigest()}", OCI_MANIFEST, self.document)
 
     async def get_blob(self, reference: Any, digest: str, limit: int | None = None) -> bytes:
         return self.blobs[digest]

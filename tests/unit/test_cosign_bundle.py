@@ -40,8 +40,9 @@ def b64(data: bytes) -> str:
 
 
 def pem(key: Any) -> str:
-    return key.public_key().public_bytes(serialization.Encoding.PEM,
-                                         serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    text: str = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                              serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    return text
 
 
 SIGNING_KEY = ec.generate_private_key(ec.SECP256R1())

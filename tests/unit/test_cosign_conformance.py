@@ -326,7 +326,7 @@ def _cs16_verdict(check: dict[str, Any]) -> str:
             serialization.Encoding.PEM).decode()
         for authority in root["certificateAuthorities"] for certificate in authority["certChain"]["certificates"])
     rekor = serialization.load_der_public_key(base64.b64decode(root["tlogs"][0]["publicKey"]["rawBytes"]))
-    entries = [{"name": "fulcio", "x509": {"role": "ca", "certificates": certificates}},
+    entries: list[dict[str, Any]] = [{"name": "fulcio", "x509": {"role": "ca", "certificates": certificates}},
                {"name": "rekor", "rekorPublicKey": rekor.public_bytes(
                    serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()}]
     identity = check.get("trust", {"identities": [{"subjectRegExp": ".*"}]})["identities"][0]

@@ -22,8 +22,8 @@ def _rows() -> list[Any]:
     for rule in ("matchExact", "matchRepository", "matchRepoDigestOrExact"):
         rows += [pytest.param({"type": rule}, row, id=f"{rule}:{row['image']}~{row['signed']}") for row in TABLE[rule]]
     for row in TABLE["remapIdentity(prefix, signedPrefix) then matchRepoDigestOrExact"]:
-        rule = {"type": "remapIdentity", "prefix": row["prefix"], "signedPrefix": row["signedPrefix"]}
-        rows.append(pytest.param(rule, row, id=f"remap:{row['prefix']}:{row['image']}~{row['signed']}"))
+        remap = {"type": "remapIdentity", "prefix": row["prefix"], "signedPrefix": row["signedPrefix"]}
+        rows.append(pytest.param(remap, row, id=f"remap:{row['prefix']}:{row['image']}~{row['signed']}"))
     return rows
 
 
@@ -56,7 +56,7 @@ def test_identity_table(rule: dict[str, str], row: dict[str, Any]) -> None:
 def test_pinned_tag_still_needs_the_same_tag_and_repository() -> None:
     pinned = parse_reference("registry.example.com/app:v1@sha256:" + "0" * 64)
     for rule_type in ("matchExact", "matchRepoDigestOrExact"):
-        rule = SignedIdentity(type=rule_type)  # type: ignore[arg-type]
+        rule = SignedIdentity(type=rule_type)
         assert identity_matches(rule, pinned, "registry.example.com/app:v1")
         assert identity_matches(rule, pinned, str(pinned))
         assert not identity_matches(rule, pinned, "registry.example.com/app:v2")

@@ -52,12 +52,12 @@ def documented() -> dict[str, tuple[str, frozenset[str]]]:
 
 def declared() -> dict[str, tuple[str, frozenset[str]]]:
     """trustgate's metrics as declared (whether or not a labelled child exists yet): name -> (type, labels)."""
-    found = {}
+    found: dict[str, tuple[str, frozenset[str]]] = {}
     for collector in set(REGISTRY._names_to_collectors.values()):
         if isinstance(collector, MetricWrapperBase) and collector._name.startswith("trustgate_"):
             kind = collector._type
             name = f"{collector._name}_total" if kind == "counter" else collector._name
-            found[name] = (kind, frozenset(collector._labelnames))
+            found[name] = (str(kind), frozenset(collector._labelnames))
     return found
 
 

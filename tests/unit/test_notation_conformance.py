@@ -60,7 +60,7 @@ def _load_certificates(directory: Path) -> str:
     from cryptography import x509
     from cryptography.hazmat.primitives.serialization import Encoding
 
-    pems = []
+    pems: list[str] = []
     for path in sorted(directory.iterdir()):
         data = path.read_bytes()
         certificates = (x509.load_pem_x509_certificates(data) if b"-----BEGIN" in data
@@ -105,7 +105,8 @@ def applicable_statement(document: dict[str, Any], repository: str) -> dict[str,
     statements = document["trustPolicies"]
     exact = [s for s in statements if repository in s.get("registryScopes", [])]
     wildcard = [s for s in statements if "*" in s.get("registryScopes", [])]
-    return (exact or wildcard or [None])[0]
+    chosen: dict[str, Any] | None = (exact or wildcard or [None])[0]
+    return chosen
 
 
 def compile_authority(case: Path, statement: dict[str, Any], *, empty_store: str | None = None) -> Any:
@@ -135,7 +136,7 @@ class Layout:
         """What the referrers source collects: the tag-schema index, its signature manifests, their envelopes."""
         tag_index = json.loads(self.blob(self.tagged(image.digest.replace(":", "-"))))
         for descriptor in signature_descriptors(tag_index) or []:
-            layer, why = envelope_layer(json.loads(self.blob(descriptor["digest"])), image)
+            layer, why = envelope_layer(json.loads(self.blob(descriptor["digest"])), image.target)
             if layer is None:
                 # A listed signature manifest that is no envelope is a failed signature, as in the pipeline.
                 yield SignatureMaterial(descriptor["digest"], b"", f"unusable: {why}")

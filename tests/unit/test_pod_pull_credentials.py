@@ -59,7 +59,7 @@ def lookup(credentials: Any) -> list[Credentials]:
 def test_the_pods_own_secrets_else_its_service_accounts_from_its_namespace() -> None:
     core = FakeCore({("a", "own"): pull_secret("own", "own-pw"), ("a", "shared"): pull_secret("sa", "sa-pw"),
                      ("b", "own"): pull_secret("b", "b-pw")}, {("a", "builder"): ["shared"]})
-    reader = PodPullCredentials(core)  # type: ignore[arg-type]
+    reader = PodPullCredentials(core)
 
     async def main() -> list[list[Credentials]]:
         return [lookup(await reader("a", PullSecretRefs(("own",), "builder"))),
@@ -82,7 +82,7 @@ def test_missing_malformed_and_unreadable_secrets_are_skipped_and_never_logged(
                      ("a", "flaky"): pull_secret("f", "flaky-pw"),
                      ("a", "opaque"): SimpleNamespace(type="Opaque", data={"password": _b64(b"hunter2")})}, {})
     core.failing.add("flaky")
-    reader = PodPullCredentials(core)  # type: ignore[arg-type]
+    reader = PodPullCredentials(core)
     refs = PullSecretRefs(("missing", "malformed", "opaque", "flaky", "good"), "default")
 
     async def main() -> tuple[list[Credentials], list[Credentials]]:

@@ -13,7 +13,7 @@ import pytest
 from pydantic import BaseModel, ConfigDict
 
 from tests.helpers import resources, trust_policy
-from webhook.artifacts import Collected, ResolvedImage, SignatureMaterial
+from webhook.artifacts import Collected, ImageTarget, ResolvedImage, SignatureMaterial
 from webhook.pipeline import UNKNOWN_CONTEXT, AdmissionContext, ImageVerdict, Pipeline, VerifySettings
 from webhook.policy.compile import compile_policy_set
 from webhook.references import ImageReference
@@ -61,7 +61,7 @@ class Registry:
 
 
 class StubSource(SignatureSource):
-    async def collect(self, image: ResolvedImage, registry: Any) -> Collected:
+    async def collect(self, image: ImageTarget, registry: Any) -> Collected:
         entries = registry.signatures.get(image.digest, [])
         return Collected("stub store", tuple(SignatureMaterial(f"signature-{index}", json.dumps(entry).encode())
                                             for index, entry in enumerate(entries, start=1)))
@@ -73,7 +73,7 @@ class StubAuthority(CompiledAuthority):
     def __init__(self, name: str, trusted: list[str]) -> None:
         self.name, self.trusted = name, trusted
 
-    def sources(self, image: ResolvedImage) -> Sequence[SignatureSource]:
+    def sources(self, image: ImageTarget) -> Sequence[SignatureSource]:
         return (StubSource(),)
 
     def verify_signature(self, image: ResolvedImage, material: SignatureMaterial) -> Result:

@@ -248,7 +248,7 @@ def test_any_signature_layer_is_parsed_or_refused(descriptor: Any) -> None:
 def test_any_referrers_index_and_signature_manifest_are_read_or_refused(index: Any, manifest: Any) -> None:
     INPUTS.update(["OCI referrers indexes and signature manifests"])
     signature_descriptors(index)
-    layer, why = envelope_layer(manifest, resolved("registry.test/app@sha256:" + "e" * 64, b"{}"))
+    layer, why = envelope_layer(manifest, resolved("registry.test/app@sha256:" + "e" * 64, b"{}").target)
     assert (layer is None) == bool(why)
 
 

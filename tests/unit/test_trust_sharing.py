@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
+import gnupg
 import pytest
 
 from tests.helpers import resolved, resources, trust_policy, trust_store
@@ -19,7 +20,7 @@ from webhook import gpgkeys
 from webhook.artifacts import SignatureMaterial
 from webhook.policy import compile as policy_compile
 from webhook.policy.compile import PolicySet, compile_policy_set
-from webhook.trust import CompiledTrustStore
+from webhook.trust import CompiledTrustStore, compile_trust_store
 from webhook.verifiers.gpg import GpgAuthorityVerifier
 
 REFERENCE = "registry.example/apps/web:v1"
@@ -122,7 +123,7 @@ def test_a_swap_reuses_unchanged_stores_and_policies(signers: Any, monkeypatch: 
                                          _store({"beta": armored["beta"]}, "two"),
                                          _policy("p-one", "one"), _policy("p-two", "two")))
     compiled_stores: list[str] = []
-    real_compile = policy_compile.compile_trust_store
+    real_compile = compile_trust_store
 
     def counting(store: Any) -> CompiledTrustStore:
         compiled_stores.append(store.metadata.name)
@@ -190,13 +191,13 @@ def test_compiling_a_store_runs_gpg_once_per_key_and_once_to_list_them(signers: 
     once per TrustStore home."""
     armored, signatures = signers
     commands: list[list[str]] = []
-    real_open = gpgkeys.gnupg.GPG._open_subprocess
+    real_open = gnupg.GPG._open_subprocess
 
     def counting(self: Any, args: list[str], *rest: Any, **options: Any) -> Any:
         commands.append(list(args))
         return real_open(self, args, *rest, **options)
 
-    monkeypatch.setattr(gpgkeys.gnupg.GPG, "_open_subprocess", counting)
+    monkeypatch.setattr(gnupg.GPG, "_open_subprocess", counting)
     monkeypatch.setattr(gpgkeys, "_first_gpg", None)
     policies = compile_policy_set(resources(*(_store(armored, f"store-{index}") for index in range(3)),
                                             *(_policy(f"p-{index}", f"store-{index}") for index in range(3))))

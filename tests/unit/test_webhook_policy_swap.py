@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Callable
@@ -48,7 +49,7 @@ def test_not_ready_until_the_first_bundle_then_each_swap_is_recorded() -> None:
         (in_loop, install), = hooks
         for generation in (41, 42):
             policies = _policies(generation)
-            in_loop(lambda policies=policies: install(policies))
+            in_loop(functools.partial(install, policies))
             deadline = time.monotonic() + 10
             while _ready_generation(client) != generation and time.monotonic() < deadline:
                 time.sleep(0.01)
