@@ -127,8 +127,10 @@ def _describe(exc: aiohttp.ClientError | TimeoutError, registry: str) -> str:
     if isinstance(exc, TimeoutError):  # aiohttp's connect and read timeouts (ServerTimeoutError) are ones too
         return f"registry {registry} did not answer in time"
     if isinstance(exc, aiohttp.ClientConnectorError):  # refused, unreachable, or a name that does not resolve
-        # A connection closed during the TLS handshake is a ConnectionResetError without text: name its kind.
-        return f"cannot connect to registry {registry}: {str(exc.os_error) or type(exc.os_error).__name__}"
+        # The kind is named first: a connection closed during the TLS handshake is a ConnectionResetError that
+        # carries text or none, depending on when the close arrived.
+        error = exc.os_error
+        return f"cannot connect to registry {registry}: {type(error).__name__}{f': {error}' if str(error) else ''}"
     if isinstance(exc, aiohttp.ClientResponseError):  # a status line or header aiohttp's parser refuses
         return f"{registry} broke off its answer (truncated or malformed HTTP): {exc.message}"
     if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError):
