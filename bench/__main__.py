@@ -194,6 +194,8 @@ class Rounds:
 def _what(path: str, image: Image) -> str:
     """A request's path as a reader of the cold table names it."""
     name = path.rsplit("/", 1)[-1].split("?", 1)[0]
+    if path == "/v2/":
+        return "API version check"
     if "/referrers/" in path:
         return "referrers API"
     if "/blobs/" in path:
