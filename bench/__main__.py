@@ -24,15 +24,16 @@ import statistics
 import subprocess
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 
 from bench import load
-from bench.proxy import start_delay_proxy
-from bench.world import FORMATS, Format, Image, World, world
+from bench.proxy import DelayProxy, ProxiedRequest, dependent_rounds, start_delay_proxy
+from bench.world import FORMATS, SIGNATURE_FORMATS, Format, Image, World, world
 from tests.e2e import infra
 
 RESULTS = Path(__file__).parent / "RESULTS.md"
@@ -168,13 +169,74 @@ async def _server_seconds(client: httpx.AsyncClient, trustgate: load.Server) -> 
     return float(_REVIEW_SECONDS.search(metrics.text).group(1))  # type: ignore[union-attr]
 
 
-# The registry requests of one cold verification that wait for one another, per format.
-DEPENDENT_ROUNDS: dict[Format, tuple[int, str]] = {
-    "gpg": (2, "the manifest and signature-1 at once, then signature-2 (the end of the lookaside's list)"),
-    "cosign": (2, "the manifest and the `.sig` manifest at once, then the signature layer"),
-    "notation": (3, "the manifest and the referrers index at once, then the signature manifest, then its "
-                    "envelope"),
-}
+# Every registry and lookaside request pays this in the rounds measurement: far longer than the time between
+# requests sent together, so those overlap and only requests that waited for an answer chain.
+ROUNDS_DELAY_SECONDS = 0.025
+
+
+@dataclass(frozen=True)
+class Rounds:
+    """The registry and lookaside requests of one cold verification, by dependent round."""
+
+    image: Image
+    rounds: list[list[ProxiedRequest]]
+
+    @property
+    def requests(self) -> int:
+        return sum(len(requests) for requests in self.rounds)
+
+    def describe(self) -> str:
+        """What each round asked, e.g. `manifest + signature-1 + signature-2`, rounds separated by `, then `."""
+        return ", then ".join(" + ".join(sorted(_what(request.path, self.image) for request in requests))
+                              for requests in self.rounds)
+
+
+def _what(path: str, image: Image) -> str:
+    """A request's path as a reader of the cold table names it."""
+    name = path.rsplit("/", 1)[-1].split("?", 1)[0]
+    if path == "/v2/":
+        return "API version check"
+    if "/referrers/" in path:
+        return "referrers API"
+    if "/blobs/" in path:
+        return "blob"
+    if name == image.digest:
+        return "manifest"
+    if name.endswith(".sig"):
+        return "`.sig` manifest"
+    if name == image.digest.replace(":", "-"):
+        return "referrers tag"
+    if "/manifests/" in path:
+        return "referrer manifest"
+    return name  # signature-N on the lookaside
+
+
+def measure_rounds(world: World, work: Path) -> dict[Format, Rounds]:
+    """The requests of one cold verification by digest per format, and the rounds they form, recorded by
+    proxies that delay every registry and lookaside request. Each format's first image is admitted unmeasured,
+    so trustgate knows which referrers lookup the registry offers, as on every later cold image."""
+    wanted = [(image_format, name) for name in ("rounds-first", "rounds") for image_format in SIGNATURE_FORMATS]
+    measured: dict[Format, Rounds] = {}
+    with behind_delay_proxies(world, work, "rounds-registry", wanted, ROUNDS_DELAY_SECONDS) as (
+            images, proxy, lookaside):
+        config = world.trustgate_config("config-rounds", [(proxy.host, lookaside.url)])
+        with load.serving(load.trustgate_serve(config, [proxy.host]), work / "rounds",
+                          work / "trustgate-rounds.log") as trustgate:
+            async def run() -> None:
+                async with load.connections(trustgate, 1) as clients:
+                    await load.warm_up(clients, trustgate.url)
+                    for image in images:
+                        proxy.requests.clear()
+                        lookaside.requests.clear()
+                        result = await load.admit_all(clients, trustgate.url, [_pod_images(image.by_digest)])
+                        if result.errors:
+                            raise RuntimeError(f"image {image.by_digest} not admitted: {result.errors}")
+                        measured[image.format] = Rounds(image, dependent_rounds([*proxy.requests, *lookaside.requests]))
+
+            asyncio.run(run())
+    return measured
+
+
 REGISTRY_FLOOR_REQUESTS = 50
 
 
@@ -196,14 +258,21 @@ def registry_floor_seconds(image: Image) -> float:
     return statistics.median(timings)
 
 
-def cold(report: Report, trustgate: load.Server, world: World, images: dict[Format, list[Image]]) -> None:
-    timings: dict[Format, list[tuple[float, float]]] = {image_format: [] for image_format in FORMATS}
-    round_trips: dict[Format, list[int]] = {image_format: [] for image_format in FORMATS}
-    client_latencies: dict[Format, list[float]] = {image_format: [] for image_format in FORMATS}
+def cold(report: Report, trustgate: load.Server, world: World, images: dict[Format, list[Image]],
+         rounds: dict[Format, Rounds]) -> None:
+    timings: dict[Format, list[tuple[float, float]]] = {image_format: [] for image_format in SIGNATURE_FORMATS}
+    round_trips: dict[Format, list[int]] = {image_format: [] for image_format in SIGNATURE_FORMATS}
+    client_latencies: dict[Format, list[float]] = {image_format: [] for image_format in SIGNATURE_FORMATS}
+    # CPU time of trustgate's process and of the registry's during one admission.
+    cpu: dict[Format, list[tuple[float, float]]] = {image_format: [] for image_format in SIGNATURE_FORMATS}
 
     async def admit_one(clients: list[httpx.AsyncClient], image: Image) -> float:
         before = await _server_seconds(clients[0], trustgate)
+        cpu_before = (load.scheduled_cpu_seconds(trustgate.process.pid),
+                      load.scheduled_cpu_seconds(world.registry.process.pid))
         result = await load.admit_all(clients, trustgate.url, [_pod_images(image.by_digest)])
+        cpu[image.format].append((load.scheduled_cpu_seconds(trustgate.process.pid) - cpu_before[0],
+                                  load.scheduled_cpu_seconds(world.registry.process.pid) - cpu_before[1]))
         if result.errors:
             raise RuntimeError(f"cold image {image.by_digest} not admitted: {result.errors}")
         client_latencies[image.format].append(result.latencies[0])
@@ -213,7 +282,7 @@ def cold(report: Report, trustgate: load.Server, world: World, images: dict[Form
         async with load.connections(trustgate, 1) as clients:
             await load.warm_up(clients, trustgate.url)
             for index in range(COLD_IMAGES_PER_FORMAT):
-                for image_format in FORMATS:
+                for image_format in SIGNATURE_FORMATS:
                     image = images[image_format][index]
                     offset = world.registry.log_path.stat().st_size
                     lookaside_before = len(world.lookaside_requests)
@@ -227,33 +296,46 @@ def cold(report: Report, trustgate: load.Server, world: World, images: dict[Form
     asyncio.run(run())
     floor = registry_floor_seconds(images["gpg"][0])
     clis = {"gpg": "`skopeo copy` with a signedBy policy", "cosign": "`cosign verify --key`",
-            "notation": "`notation verify`"}
+            "notation": "`notation verify`", "cosign-bundle": "`cosign verify --key` of cosign 3"}
     report.add(
         "## Cold path", "",
-        f"{COLD_IMAGES_PER_FORMAT} never-seen digests per format. trustgate: the server-side time of one "
+        f"{COLD_IMAGES_PER_FORMAT} never-seen digests per format (`cosign-bundle`: sigstore bundles signed by "
+        "cosign 3 with a key, without log entries, kept as OCI referrers). trustgate: the server-side time of one "
         "AdmissionReview (its `trustgate_admission_review_duration_seconds` metric, read before and after); the "
         "client's round trip over an open HTTPS connection is shown beside it. Reference: the CLI's wall time "
         "verifying the same image right after, process start included (that is what the CLI costs). The "
         f"registry itself takes {_ms(floor)} to answer one request (median of {REGISTRY_FLOOR_REQUESTS} sequential "
-        "manifest GETs over one keep-alive connection, Python's http.client).", "",
+        "manifest GETs over one keep-alive connection, Python's http.client). CPU: what trustgate's process and "
+        "the registry's ran during the admission (all threads, from the scheduler's counters), medians.", "",
         "| format | reference CLI | trustgate median (server) | client round trip | CLI median | "
-        "median ratio (trustgate / CLI) | trustgate's registry + lookaside requests |",
-        "| --- | --- | --- | --- | --- | --- | --- |")
-    for image_format in FORMATS:
+        "median ratio (trustgate / CLI) | trustgate's registry + lookaside requests | dependent rounds | "
+        "trustgate CPU | registry CPU |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for image_format in SIGNATURE_FORMATS:
         pairs = timings[image_format]
         ratio = statistics.median(ours / theirs for ours, theirs in pairs)
         ours, theirs = statistics.median(p[0] for p in pairs), statistics.median(p[1] for p in pairs)
         requests = statistics.median(round_trips[image_format])
+        chain = rounds[image_format]
+        own_cpu = statistics.median(ours_cpu for ours_cpu, _ in cpu[image_format])
+        registry_cpu = statistics.median(registry_cpu for _, registry_cpu in cpu[image_format])
         report.add(f"| {image_format} | {clis[image_format]} | {_ms(ours)} | "
                    f"{_ms(statistics.median(client_latencies[image_format]))} | {_ms(theirs)} | {ratio:.2f} | "
-                   f"{requests:g} |")
-        rounds, chain = DEPENDENT_ROUNDS[image_format]
-        why = (f"; trustgate's {_ms(ours)} is {requests:g} registry or lookaside requests in {rounds} rounds that "
-               f"wait for one another ({chain}), at least {_ms(rounds * floor)} of the registry's own time, plus "
-               f"verification in a worker thread; meeting the target needs {_ms(theirs * TARGET_COLD_RATIO)} in all")
+                   f"{requests:g} | {len(chain.rounds)} | {_ms(own_cpu)} | {_ms(registry_cpu)} |")
+        why = (f"; trustgate's {_ms(ours)} is {requests:g} registry or lookaside requests in {len(chain.rounds)} "
+               f"rounds that wait for one another (at least {_ms(len(chain.rounds) * floor)} of the registry's own "
+               f"time; the registry ran {_ms(registry_cpu)} of CPU) and {_ms(own_cpu)} of trustgate's CPU (the "
+               f"review, the requests, verification in a worker thread); meeting the target needs "
+               f"{_ms(theirs * TARGET_COLD_RATIO)} in all")
         report.target(f"cold {image_format} <= 1/3 of the reference CLI", ratio <= TARGET_COLD_RATIO,
                       f"ratio {ratio:.2f} (target 0.33)" + ("" if ratio <= TARGET_COLD_RATIO else why))
-    report.add("")
+    report.add(
+        "", f"Rounds: one more never-seen digest per format, with every registry and lookaside request delayed "
+        f"{ROUNDS_DELAY_SECONDS * 1000:.0f} ms by a recording proxy (after one unmeasured image per format, so "
+        "trustgate knows which referrers lookup the registry offers); a request is in round n+1 when it was asked "
+        "after the answer to a request of round n. What each round asked:", "",
+        *(f"- {image_format}: {rounds[image_format].describe()} ({rounds[image_format].requests} requests)"
+          for image_format in SIGNATURE_FORMATS), "")
 
 
 # --- coalescing ---------------------------------------------------------------------------------------------
@@ -283,7 +365,7 @@ def coalesce(report: Report, trustgate: load.Server, world: World, burst: dict[F
             (f"{COALESCE_ADMISSIONS} admissions", burst,
              lambda reference: [_pod_images(reference) for _ in range(COALESCE_ADMISSIONS)]),
             (f"pod of {POD_CONTAINERS}", pod, lambda reference: [_pod_images(*[reference] * POD_CONTAINERS)])):
-        for image_format in FORMATS:
+        for image_format in SIGNATURE_FORMATS:
             image = images[image_format]
             reference = f"{image.repository}:v1"
             bodies = bodies_of(reference)
@@ -355,35 +437,43 @@ def rollout(report: Report, world: World, config: Path, images: Sequence[Image],
 # --- slow registry ------------------------------------------------------------------------------------------
 
 
-def slow(report: Report, world: World, work: Path) -> None:
-    """Images are signed against the registry at port P; then the registry moves and a delaying proxy takes P,
-    so signed identities (which name P) stay right while every request pays the delay."""
-    registry = infra.start_registry(work / "slow-registry")
+@contextmanager
+def behind_delay_proxies(world: World, work: Path, name: str, wanted: Sequence[tuple[Format, str]],
+                         delay_seconds: float) -> Iterator[tuple[list[Image], DelayProxy, DelayProxy]]:
+    """Images signed against a registry at port P; then the registry moves and a delaying proxy takes P, so
+    signed identities (which name P) stay right while every request pays the delay. The lookaside is read
+    through a delaying proxy too. Yields the images and the registry's and the lookaside's proxies."""
+    registry = infra.start_registry(work / name)
     lookaside = start_delay_proxy(world.lookaside.url, 0.0)
     try:
-        wanted = [(FORMATS[index % len(FORMATS)], f"slow-{index}") for index in range(SLOW_IMAGES)]
         images = world.publish_many(wanted, registry=registry, lookaside_url=lookaside.url)
         port = registry.port
         registry.stop()
-        registry = infra.start_registry(work / "slow-registry")
-        proxy = start_delay_proxy(registry.url, SLOW_DELAY_SECONDS, port)
-        lookaside.delay_seconds = SLOW_DELAY_SECONDS
+        registry = infra.start_registry(work / name)
+        proxy = start_delay_proxy(registry.url, delay_seconds, port)
+        lookaside.delay_seconds = delay_seconds
         try:
-            config = world.trustgate_config("config-slow", [(proxy.host, lookaside.url)])
-            with load.serving(load.trustgate_serve(config, [proxy.host]), work / "slow",
-                              work / "trustgate-slow.log") as trustgate:
-                async def run() -> load.LoadResult:
-                    async with load.connections(trustgate, SLOW_IMAGES) as clients:
-                        await load.warm_up(clients, trustgate.url)
-                        bodies = [_pod_images(f"{image.repository}:v1") for image in images]
-                        return await load.admit_all(clients, trustgate.url, bodies)
-
-                result = asyncio.run(run())
+            yield images, proxy, lookaside
         finally:
             proxy.stop()
     finally:
         registry.stop()
         lookaside.stop()
+
+
+def slow(report: Report, world: World, work: Path) -> None:
+    wanted = [(FORMATS[index % len(FORMATS)], f"slow-{index}") for index in range(SLOW_IMAGES)]
+    with behind_delay_proxies(world, work, "slow-registry", wanted, SLOW_DELAY_SECONDS) as (images, proxy, lookaside):
+        config = world.trustgate_config("config-slow", [(proxy.host, lookaside.url)])
+        with load.serving(load.trustgate_serve(config, [proxy.host]), work / "slow",
+                          work / "trustgate-slow.log") as trustgate:
+            async def run() -> load.LoadResult:
+                async with load.connections(trustgate, SLOW_IMAGES) as clients:
+                    await load.warm_up(clients, trustgate.url)
+                    bodies = [_pod_images(f"{image.repository}:v1") for image in images]
+                    return await load.admit_all(clients, trustgate.url, bodies)
+
+            result = asyncio.run(run())
     total = result.wall_seconds
     report.add(
         "## Slow registry", "",
@@ -447,9 +537,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             if "warm" in chosen:
                 wanted += [(f, "warm") for f in FORMATS]
             if "cold" in chosen:
-                wanted += [(f, f"cold-{index}") for f in FORMATS for index in range(COLD_IMAGES_PER_FORMAT)]
+                wanted += [(f, f"cold-{index}") for f in SIGNATURE_FORMATS for index in range(COLD_IMAGES_PER_FORMAT)]
             if "coalesce" in chosen:
-                wanted += [(f, name) for f in FORMATS for name in ("burst", "pod")]
+                wanted += [(f, name) for f in SIGNATURE_FORMATS for name in ("burst", "pod")]
             if "rollout" in chosen:
                 wanted += [(FORMATS[index % len(FORMATS)], f"rollout-{index}") for index in range(ROLLOUT_IMAGES)]
             published = here.publish_many(wanted)
@@ -465,10 +555,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                     if "cold" in chosen:
                         cold(report, trustgate, here, {
                             f: [by_name[(f, f"cold-{index}")] for index in range(COLD_IMAGES_PER_FORMAT)]
-                            for f in FORMATS})
+                            for f in SIGNATURE_FORMATS}, measure_rounds(here, work))
                     if "coalesce" in chosen:
-                        coalesce(report, trustgate, here, {f: by_name[(f, "burst")] for f in FORMATS},
-                                 {f: by_name[(f, "pod")] for f in FORMATS})
+                        coalesce(report, trustgate, here, {f: by_name[(f, "burst")] for f in SIGNATURE_FORMATS},
+                                 {f: by_name[(f, "pod")] for f in SIGNATURE_FORMATS})
             if "rollout" in chosen:
                 rollout(report, here, config, [by_name[(FORMATS[index % len(FORMATS)], f"rollout-{index}")]
                                                for index in range(ROLLOUT_IMAGES)], work)

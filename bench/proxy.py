@@ -1,13 +1,15 @@
 """A slow network in front of a registry or a lookaside: every request waits `delay_seconds`, then is forwarded.
 
 Read-only (GET and HEAD: all a verifier sends). Each request has its own thread, so the delay is per request,
-as a distant registry's round trip is, and parallel requests overlap.
+as a distant registry's round trip is, and parallel requests overlap. Every request is recorded with when it
+arrived and when its answer was sent, which shows the rounds of requests that wait for one another.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -32,9 +34,13 @@ class _DelayHandler(BaseHTTPRequestHandler):
         self._forward()
 
     def _forward(self) -> None:
+        arrived = time.monotonic()
         time.sleep(self.proxy.delay_seconds)
         headers = {key: value for key, value in self.headers.items() if key.lower() in FORWARDED_REQUEST_HEADERS}
         answer = self.proxy.client.request(self.command, f"{self.proxy.upstream}{self.path}", headers=headers)
+        # Recorded before the answer goes out, so a client that has its answer finds its request recorded.
+        with self.proxy.lock:
+            self.proxy.requests.append(ProxiedRequest(self.command, self.path, arrived, time.monotonic()))
         self.send_response(answer.status_code)
         for key, value in answer.headers.items():
             if key.lower() in FORWARDED_RESPONSE_HEADERS:
@@ -47,11 +53,36 @@ class _DelayHandler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
 
+@dataclass(frozen=True)
+class ProxiedRequest:
+    method: str
+    path: str
+    arrived: float
+    answered: float
+
+
+def dependent_rounds(requests: Sequence[ProxiedRequest]) -> list[list[ProxiedRequest]]:
+    """The requests by round: a request is in round n+1 when the longest chain of requests, each asked only after
+    the one before it was answered, that ends with it has n+1 links. With a delay on every request, requests
+    sent together overlap and never chain, so the number of rounds is the round trips a client spent in a row."""
+    rounds: list[list[ProxiedRequest]] = []
+    depth: list[tuple[float, int]] = []  # (answered, its round) of every request placed so far
+    for request in sorted(requests, key=lambda request: request.arrived):
+        level = max((placed for answered, placed in depth if answered <= request.arrived), default=-1) + 1
+        depth.append((request.answered, level))
+        if level == len(rounds):
+            rounds.append([])
+        rounds[level].append(request)
+    return rounds
+
+
 @dataclass
 class DelayProxy:
     upstream: str
     delay_seconds: float
     server: ThreadingHTTPServer | None = None
+    requests: list[ProxiedRequest] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
     # One pooled client for every forwarding thread: a client per request would spend the proxy's CPU on TLS
     # context setup, and a busy proxy would be measured as a slow registry.
     client: httpx.Client = field(default_factory=lambda: httpx.Client(

@@ -1,5 +1,6 @@
 """The real components a benchmark run measures against: a docker-registry, a lookaside, signing keys for the
-three formats, images signed by the real CLIs, and the trustgate configuration that trusts them.
+three formats, images signed by the real CLIs (cosign in both its formats: the `.sig` tag of cosign 2 and the
+sigstore bundles of cosign 3), and the trustgate configuration that trusts them.
 
 Everything binds 127.0.0.1 and is started (and stopped) by this process. Registry and signer plumbing comes
 from the end-to-end test infrastructure, so the benchmark and the tests exercise the same components.
@@ -11,6 +12,7 @@ import dataclasses
 import itertools
 import json
 import threading
+import urllib.parse
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
@@ -24,8 +26,11 @@ from tests.e2e import infra
 from tests.e2e.conftest import write_config
 from tests.helpers import key_store, trust_policy
 
-Format = Literal["gpg", "cosign", "notation"]
+Format = Literal["gpg", "cosign", "notation", "cosign-bundle"]
+# The three verifiers, one image each (the warm path's pod, the rollout's and the slow registry's mix).
 FORMATS: tuple[Format, ...] = ("gpg", "cosign", "notation")
+# Every signature format, each measured on its own: cosign 3's sigstore bundles besides the three.
+SIGNATURE_FORMATS: tuple[Format, ...] = (*FORMATS, "cosign-bundle")
 COSIGN_PASSWORD = "trustgate-bench"
 # Signing runs the real CLIs as processes; a few at once keeps both cores busy without thrashing gpg-agent.
 PUBLISH_THREADS = 4
@@ -62,17 +67,28 @@ class World:
     lookaside_requests: list[tuple[str, str]]
     gpg: infra.GpgKeys
     cosign_key: Path
+    cosign3_signing_config: Path
     notation_home: Path
     _names: Iterator[int] = dataclasses.field(default_factory=itertools.count)
+    _registries_d_lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
 
     # --- images -------------------------------------------------------------------------------------------
 
     def registries_d(self, registry: infra.Registry, lookaside_url: str) -> Path:
-        """skopeo's registries.d for `registry`: signatures staged under the lookaside root, read from `url`."""
-        directory = self.directory / f"registries.d-{registry.port}"
-        directory.mkdir(parents=True, exist_ok=True)
-        (directory / "trustgate-bench.yaml").write_text(json.dumps({"docker": {registry.host: {
-            "lookaside": lookaside_url, "lookaside-staging": self.lookaside.root.as_uri()}}}))
+        """skopeo's registries.d for `registry`: signatures staged under the lookaside root, read from `url`.
+
+        Written once per registry, whole, under a lock: images are signed in parallel, and a skopeo reading a
+        half-written file finds no lookaside and stages its signature in containers/image's default place. A port
+        may be taken again by a later registry: the directory is named by the port and the lookaside both."""
+        lookaside_port = urllib.parse.urlsplit(lookaside_url).port
+        directory = self.directory / f"registries.d-{registry.port}-{lookaside_port}"
+        with self._registries_d_lock:
+            if not directory.exists():
+                staging = directory.with_name(f"{directory.name}.staging")
+                staging.mkdir(parents=True)
+                (staging / "trustgate-bench.yaml").write_text(json.dumps({"docker": {registry.host: {
+                    "lookaside": lookaside_url, "lookaside-staging": self.lookaside.root.as_uri()}}}))
+                staging.rename(directory)
         return directory
 
     def publish(self, image_format: Format, name: str, *, registry: infra.Registry | None = None,
@@ -91,6 +107,12 @@ class World:
             infra.run("cosign", "sign", "--key", str(self.cosign_key), "--tlog-upload=false", "-y",
                       "--allow-http-registry", "--allow-insecure-registry", f"{registry.host}/{repository}@{digest}",
                       env={"COSIGN_PASSWORD": COSIGN_PASSWORD, "HOME": str(self.directory)})
+        elif image_format == "cosign-bundle":
+            digest = infra.push(layout, registry, repository, "v1")
+            infra.run("cosign3", "sign", "--key", str(self.cosign_key), "--signing-config",
+                      str(self.cosign3_signing_config), "-y", "--allow-http-registry", "--allow-insecure-registry",
+                      f"{registry.host}/{repository}@{digest}",
+                      env={"COSIGN_PASSWORD": COSIGN_PASSWORD, "HOME": str(self.directory)})
         else:
             digest = infra.push(layout, registry, repository, "v1")
             infra.run("notation", "sign", "--insecure-registry", "--key", "selfsigned",
@@ -106,7 +128,7 @@ class World:
     # --- configuration ------------------------------------------------------------------------------------
 
     def trustgate_config(self, name: str, hosts: Sequence[tuple[str, str]] = ()) -> Path:
-        """TrustStores for the three formats and one TrustPolicy per format and (registry host, lookaside)."""
+        """TrustStores for the three verifiers and one TrustPolicy per format and (registry host, lookaside)."""
         hosts = hosts or [(self.registry.host, self.lookaside.url)]
         notation_certificate = (self.notation_home / "notation" / "localkeys" / "selfsigned.crt").read_text()
         documents: list[dict[str, Any]] = [
@@ -119,7 +141,7 @@ class World:
             documents += [
                 trust_policy(f"gpg-{index}", [f"{host}/gpg/**"], [
                     {"name": "release", "gpg": {"trustStore": "gpg-release", "lookaside": lookaside_url}}]),
-                trust_policy(f"cosign-{index}", [f"{host}/cosign/**"], [
+                trust_policy(f"cosign-{index}", [f"{host}/cosign/**", f"{host}/cosign-bundle/**"], [
                     {"name": "release", "cosign": {"trustStore": "cosign-release"}}]),
                 trust_policy(f"notation-{index}", [f"{host}/notation/**"], [
                     {"name": "release", "notation": {"trustStore": "notation-release", "trustedIdentities": ["*"]}}]),
@@ -139,8 +161,9 @@ class World:
                      str(self.registries_d(self.registry, self.lookaside.url)), "copy", "--quiet",
                      "--src-tls-verify=false", f"docker://{image.by_digest}",
                      f"dir:{self.directory / 'skopeo-copy'}"], {})
-        if image.format == "cosign":
-            return (["cosign", "verify", "--key", str(self.cosign_public_key), "--insecure-ignore-tlog=true",
+        if image.format in ("cosign", "cosign-bundle"):
+            cli = "cosign" if image.format == "cosign" else "cosign3"
+            return ([cli, "verify", "--key", str(self.cosign_public_key), "--insecure-ignore-tlog=true",
                      "--allow-http-registry", "--allow-insecure-registry", image.by_digest],
                     {"HOME": str(self.directory)})
         return (["notation", "verify", "--insecure-registry", image.by_digest],
@@ -186,5 +209,9 @@ def world(directory: Path) -> Iterator[World]:
         cosign_prefix = directory / "cosign"
         infra.run("cosign", "generate-key-pair", "--output-key-prefix", str(cosign_prefix),
                   env={"COSIGN_PASSWORD": COSIGN_PASSWORD})
+        # cosign 3 signs with the same key, into a bundle without Sigstore services (no log entry, no timestamp).
+        signing_config = directory / "cosign3-signing-config.json"
+        infra.run("cosign3", "signing-config", "create", "--no-default-fulcio", "--no-default-rekor",
+                  "--no-default-oidc", "--no-default-tsa", "--out", str(signing_config), env={"HOME": str(directory)})
         yield World(directory, registry, lookaside, requests, gpg, cosign_prefix.with_suffix(".key"),
-                    _notation_home(directory))
+                    signing_config, _notation_home(directory))

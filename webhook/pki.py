@@ -10,6 +10,7 @@ extensions (`notation cert generate-test` produces exactly that and puts it into
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -17,6 +18,7 @@ from enum import Enum
 from itertools import pairwise
 
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509 import verification
 from cryptography.x509.oid import ExtendedKeyUsageOID
@@ -33,15 +35,26 @@ _PURPOSE_NAMES = {
 }
 # Deep enough for any real hierarchy, shallow enough to bound path building on attacker-supplied bundles.
 MAX_CHAIN_DEPTH = 8
+# Certificates whose name and fingerprint are remembered. The same signing certificates arrive in signature
+# after signature, each parsed anew, and naming one (an RFC 4514 string) costs more than checking its signature.
+# A certificate is equal to another only with the same DER bytes, so what is remembered never differs.
+NAMED_CERTIFICATES = 256
 
 
 class ChainError(Exception):
     """The certificate chain is not acceptable; the message says why."""
 
 
+@functools.lru_cache(maxsize=NAMED_CERTIFICATES)
 def describe(certificate: x509.Certificate) -> str:
     """How a certificate is named in messages: its subject DN."""
     return certificate.subject.rfc4514_string() or f"serial {certificate.serial_number:x}"
+
+
+@functools.lru_cache(maxsize=NAMED_CERTIFICATES)
+def sha256_fingerprint(certificate: x509.Certificate) -> str:
+    """The SHA-256 fingerprint of a certificate's DER, in lowercase hex."""
+    return certificate.fingerprint(hashes.SHA256()).hex()
 
 
 def _utc(moment: datetime) -> datetime:

@@ -6,10 +6,11 @@ from datetime import timedelta
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from tests.certificates import NOW, ca_chain, crl, issue
-from webhook.pki import ChainError, Revocation, revocation_status, verify_chain
+from webhook.pki import ChainError, Revocation, describe, revocation_status, sha256_fingerprint, verify_chain
 
 
 def test_valid_chain_returns_leaf_to_root() -> None:
@@ -199,3 +200,21 @@ def test_naive_time_is_refused() -> None:
     root, intermediate, leaf = ca_chain()
     with pytest.raises(ValueError, match="timezone-aware"):
         verify_chain(leaf.certificate, [intermediate.certificate], [root.certificate], at=NOW.replace(tzinfo=None))
+
+
+def test_a_certificate_parsed_again_is_named_and_fingerprinted_once() -> None:
+    # Each signature carries its own copy of the signing certificate; naming it is work done once per DER.
+    der = issue("named once").certificate.public_bytes(serialization.Encoding.DER)
+    first, again = x509.load_der_x509_certificate(der), x509.load_der_x509_certificate(der)
+    assert first is not again
+    names, fingerprints = describe.cache_info(), sha256_fingerprint.cache_info()
+    assert (describe(first), sha256_fingerprint(first)) == (describe(again), sha256_fingerprint(again))
+    assert describe.cache_info().misses - names.misses == 1
+    assert sha256_fingerprint.cache_info().misses - fingerprints.misses == 1
+
+
+def test_a_certificate_with_the_same_subject_is_fingerprinted_as_itself() -> None:
+    one, other = issue("same subject").certificate, issue("same subject").certificate
+    assert describe(one) == describe(other)
+    assert sha256_fingerprint(one) == one.fingerprint(hashes.SHA256()).hex()
+    assert sha256_fingerprint(other) == other.fingerprint(hashes.SHA256()).hex() != sha256_fingerprint(one)

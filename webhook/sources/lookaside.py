@@ -2,9 +2,15 @@
 
 This is the layout containers/image reads and skopeo/podman write (registries.d `lookaside`). Readers ask
 for signature-1, signature-2, ... until the first 404, so the number read is capped.
+
+The signatures are asked LOOKASIDE_WINDOW at a time: an image usually has one, and signature-2, the probe for
+the end of the list, then costs no round trip of its own. The answers are read in order exactly as if they had
+been asked one by one: whatever was asked past the first 404 or fault is discarded unread.
 """
 
 from __future__ import annotations
+
+import asyncio
 
 from webhook.artifacts import Collected, ImageTarget, SignatureMaterial
 from webhook.registry.client import RegistryClient, RegistryError
@@ -12,6 +18,7 @@ from webhook.sources.base import SignatureSource
 
 MAX_LOOKASIDE_SIGNATURES = 16
 MAX_SIGNATURE_BYTES = 64 * 1024
+LOOKASIDE_WINDOW = 2
 
 
 def lookaside_url(base: str, image: ImageTarget) -> str:
@@ -47,18 +54,22 @@ class LookasideSignatures(SignatureSource):
     async def _collect_from(self, directory: str, registry: RegistryClient) -> Collected:
         materials: list[SignatureMaterial] = []
         problems: list[tuple[str, str]] = []
+        searched = f"lookaside {directory}/"
         limit = registry.settings.max_signatures_per_source or self.limit
-        for index in range(1, limit + 1):
-            name = f"signature-{index}"
-            try:
-                data = await registry.fetch_url(f"{directory}/{name}", MAX_SIGNATURE_BYTES)
-            except RegistryError as exc:
-                problems.append((f"lookaside {name}", str(exc)))
-                break
-            if data is None:
-                break
-            materials.append(SignatureMaterial(f"lookaside {name}", data))
-        else:
-            problems.append(("lookaside", f"holds more than {limit} signatures; only the first "
-                                          f"{limit} were examined"))
-        return Collected(f"lookaside {directory}/", tuple(materials), tuple(problems))
+        for first in range(1, limit + 1, LOOKASIDE_WINDOW):
+            numbers = range(first, min(first + LOOKASIDE_WINDOW, limit + 1))
+            answers = await asyncio.gather(*(registry.fetch_url(f"{directory}/signature-{number}",
+                                                                MAX_SIGNATURE_BYTES) for number in numbers),
+                                           return_exceptions=True)
+            for number, answer in zip(numbers, answers, strict=True):
+                name = f"signature-{number}"
+                if isinstance(answer, RegistryError):
+                    problems.append((f"lookaside {name}", str(answer)))
+                    return Collected(searched, tuple(materials), tuple(problems))
+                if isinstance(answer, BaseException):
+                    raise answer
+                if answer is None:
+                    return Collected(searched, tuple(materials), tuple(problems))
+                materials.append(SignatureMaterial(f"lookaside {name}", answer))
+        problems.append(("lookaside", f"holds more than {limit} signatures; only the first {limit} were examined"))
+        return Collected(searched, tuple(materials), tuple(problems))

@@ -204,7 +204,7 @@ class CosignTrust:
             raise SignatureRejected("cosign.signature", f"signature does not verify with the key of certificate "
                                                         f"{pki.describe(leaf)!r}: tampered")
         name = ", ".join(certificate_subjects(leaf)) or pki.describe(leaf)
-        leaf_fingerprint = leaf.fingerprint(hashes.SHA256()).hex()
+        leaf_fingerprint = pki.sha256_fingerprint(leaf)
         return Signer(f"certificate for {name}", f"certificate sha256:{leaf_fingerprint}", leaf,
                       leaf_fingerprint.upper(), leaf, tuple(chain))
 

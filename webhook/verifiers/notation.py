@@ -25,11 +25,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
 
 from webhook import strictjson
 from webhook.artifacts import Collected, ImageTarget, ResolvedImage, SignatureMaterial
-from webhook.pki import ChainError, Revocation, describe, revocation_status, verify_chain
+from webhook.pki import ChainError, Revocation, describe, revocation_status, sha256_fingerprint, verify_chain
 from webhook.policy.models import NotationAuthority
 from webhook.policy.notation_identity import identity_matches, validate_trusted_identities
 from webhook.registry.client import RegistryClient
@@ -71,10 +70,6 @@ class NotationTrust:
     signing_authority: tuple[x509.Certificate, ...]
     tsa: tuple[x509.Certificate, ...]
     crls: tuple[x509.CertificateRevocationList, ...]
-
-
-def _fingerprint(certificate: x509.Certificate) -> str:
-    return certificate.fingerprint(hashes.SHA256()).hex()
 
 
 def _when(moment: datetime) -> str:
@@ -200,9 +195,9 @@ class NotationAuthorityVerifier(CompiledAuthority):
         leaf = envelope.leaf
         denied = [check for check in checks if check.code == "notation.check_failed"]
         logged = [check for check in checks if check.code == "notation.check_logged"]
-        signer = f"{describe(leaf)} (sha256 {_fingerprint(leaf)})"
+        signer = f"{describe(leaf)} (sha256 {sha256_fingerprint(leaf)})"
         signing_time = envelope.authentic_signing_time or envelope.signing_time
-        identity = {"signer": signer, "signer_ids": (_fingerprint(leaf).upper(),),
+        identity = {"signer": signer, "signer_ids": (sha256_fingerprint(leaf).upper(),),
                     "signed_at": int(signing_time.timestamp()) if signing_time else None}
         details = {"envelope": envelope.media_type, "scheme": envelope.signing_scheme,
                    "level": self.spec.verificationLevel}
