@@ -64,9 +64,9 @@ MANIFEST_CACHE_SECONDS = 86_400.0
 MANIFEST_CACHE_ENTRIES = 1_000
 MANIFEST_CACHE_BYTES = 32 * 1024 * 1024
 # The other caches hold `VerifySettings.cache_entries` entries each, and weigh at most (by estimate):
-TAG_CACHE_BYTES = 8 * 1024 * 1024  # a digest under (credentials, repository, tag): about 700 bytes an entry
-VERDICT_CACHE_BYTES = 16 * 1024 * 1024  # an authority's Result tree: 1-3 KiB when it passes
-IMAGE_CACHE_BYTES = 16 * 1024 * 1024  # an image's whole verdict, and what is rendered from it once used
+TAG_CACHE_BYTES = 8 * 1024 * 1024  # a digest under (credentials, repository, tag): about 600 bytes an entry
+VERDICT_CACHE_BYTES = 24 * 1024 * 1024  # an authority's Result tree: about 2.5 KiB when one signature passes
+IMAGE_CACHE_BYTES = 32 * 1024 * 1024  # an image's whole verdict, twice: about 8.5 KiB for one authority
 # Computations shared while in flight (per kind: resolving tags, fetching manifests, verifying authorities):
 # no more than the reviews in flight can ask for at once.
 FLIGHT_ENTRIES = 1_024
