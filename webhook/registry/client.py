@@ -91,6 +91,12 @@ class Manifest:
     document: Mapping[str, object] = field(repr=False)
 
 
+# Connections open at once, per host and in all. Waiting for a pooled connection counts against the connect
+# timeout, so the pool must take every request the pipeline lets through (64 units of work per registry, each
+# sending up to 2 requests at once) to the registry and its lookaside together; the pipeline's own bounds, not
+# the pool, decide what waits.
+MAX_CONNECTIONS_PER_HOST = 256
+MAX_CONNECTIONS = 512
 # Registries whose /v2/ answer (how they authenticate) is kept; one forgotten is asked again when next used.
 REGISTRY_STATE_ENTRIES = 1_024
 REGISTRY_STATE_BYTES = 4 * 1024 * 1024
@@ -192,7 +198,8 @@ class RegistryClient:
             policy = AddressPolicy(self.settings.allowed_cidrs)
             connect_seconds = min(5.0, self.settings.timeout_seconds)
             connector = aiohttp.TCPConnector(
-                ssl=self._ssl_context, limit=100, keepalive_timeout=5.0,
+                ssl=self._ssl_context, limit=MAX_CONNECTIONS, limit_per_host=MAX_CONNECTIONS_PER_HOST,
+                keepalive_timeout=5.0,
                 resolver=GuardedResolver(policy, self._resolver, connect_seconds),
                 socket_factory=guarded_socket(policy),
                 use_dns_cache=False,  # a name is resolved (and checked) for each new connection, as DNS answers now
