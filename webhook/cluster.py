@@ -165,16 +165,19 @@ class NamespaceLabels:
 
     def _install(self, labels: dict[str, tuple[dict[str, str], int]], weight: int,
                  added: list[tuple[str, dict[str, str]]]) -> None:
+        left_out = []
         for name, namespace_labels in added:
             entry_weight = ENTRY_OVERHEAD_BYTES + estimated_bytes(name) + estimated_bytes(namespace_labels)
             if len(labels) >= NAMESPACE_LABELS_ENTRIES or weight + entry_weight > NAMESPACE_LABELS_BYTES:
-                log.warning("namespace %s: more namespace labels than the %d namespaces or %d bytes kept; its pods "
-                            "are exempted by no namespaceSelector", name, NAMESPACE_LABELS_ENTRIES,
-                            NAMESPACE_LABELS_BYTES)
+                left_out.append(name)
                 continue
             labels[name] = (namespace_labels, entry_weight)
             weight += entry_weight
         self._labels, self._bytes = labels, weight
+        if left_out:
+            log.warning("labels of %d namespaces (%s) not kept: past the %d namespaces or %d bytes kept; their pods "
+                        "are exempted by no namespaceSelector", len(left_out), ", ".join(left_out[:5]),
+                        NAMESPACE_LABELS_ENTRIES, NAMESPACE_LABELS_BYTES)
 
     async def __call__(self, namespace: str) -> Mapping[str, str] | None:
         known = self._labels.get(namespace)
@@ -209,11 +212,11 @@ class PodPullCredentials:
         names = refs.secrets or await self._account_secrets(namespace, refs.service_account)
         # One by one: a kept Secret is answered without suspending, and a pod rarely names more than one.
         found = [await self._secret(namespace, name) for name in names]
-        entries = tuple(entry for entries in found for entry in entries)
-        credentials = self.credential_sets.get(entries)
+        combined = tuple(entry for entries in found for entry in entries)
+        credentials = self.credential_sets.get(combined)
         if credentials is None:
-            credentials = PullCredentials.of(entries)
-            self.credential_sets.put(entries, credentials, PULL_SECRET_CACHE_SECONDS)
+            credentials = PullCredentials.of(combined)
+            self.credential_sets.put(combined, credentials, PULL_SECRET_CACHE_SECONDS)
         return credentials
 
     async def _account_secrets(self, namespace: str, account: str) -> tuple[str, ...]:
