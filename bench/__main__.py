@@ -5,8 +5,10 @@ Scenarios (all in one run, each against its own fresh images):
   cold      one never-seen digest per format, against the reference CLI verifying the same image
   coalesce  registry and lookaside requests for 200 concurrent admissions of one new image, and for one pod
             with 8 containers of one image (counted from the registry's own access log)
-  rollout   2,000 admissions over 100 distinct images at concurrency 64: errors, p99, peak RSS
+  rollout   10,000 admissions over 1,000 distinct images at concurrency 128: errors, p99, peak RSS
   slow      50 distinct cold images behind a proxy adding 200 ms per request: total time
+  latency   500 distinct cold images at concurrency 64 behind a proxy adding 50 ms per request: total time,
+            errors, and whether any denial came from a deadline the image could have met
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import asyncio
 import collections
 import datetime
 import http.client
+import importlib.metadata
 import os
 import platform
 import random
@@ -24,7 +27,7 @@ import statistics
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +40,7 @@ from bench.world import FORMATS, SIGNATURE_FORMATS, Format, Image, World, world
 from tests.e2e import infra
 
 RESULTS = Path(__file__).parent / "RESULTS.md"
-SCENARIOS = ("warm", "cold", "coalesce", "rollout", "slow")
+SCENARIOS = ("warm", "cold", "coalesce", "rollout", "slow", "latency")
 # The section of RESULTS.md that `make bench-scale` (bench/scale.py) writes and `make bench` keeps.
 SCALE_SECTION = "## Policy scale (`make bench-scale`)"
 
@@ -47,11 +50,20 @@ WARM_CONNECTIONS = 32
 COLD_IMAGES_PER_FORMAT = 9
 COALESCE_ADMISSIONS = 200
 POD_CONTAINERS = 8
-ROLLOUT_ADMISSIONS = 2_000
-ROLLOUT_IMAGES = 100
-ROLLOUT_CONCURRENCY = 64
+ROLLOUT_ADMISSIONS = 10_000
+ROLLOUT_IMAGES = 1_000
+ROLLOUT_CONCURRENCY = 128
 SLOW_IMAGES = 50
 SLOW_DELAY_SECONDS = 0.2
+LATENCY_IMAGES = 500
+LATENCY_CONCURRENCY = 64
+LATENCY_DELAY_SECONDS = 0.05
+# The requests of one cold image by tag that wait for one another, in the longest of the formats' chains: the
+# registry's /v2/ ping, the manifest (the digest is the hash of its bytes), then Notation's referrers index,
+# signature manifest and envelope (the rounds the cold scenario measures).
+LATENCY_CHAIN = 5
+# `trustgate serve`'s default per-review budget (--deadline), which the latency scenario keeps.
+DEADLINE_SECONDS = 9.0
 
 # The targets of the performance issue.
 TARGET_WARM_RATIO = 0.5
@@ -361,10 +373,12 @@ def coalesce(report: Report, trustgate: load.Server, world: World, burst: dict[F
         "| case | format | registry requests | manifest GETs | HEADs | repeated paths | lookaside requests | errors |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |")
     all_met = True
-    for case, images, bodies_of in (
-            (f"{COALESCE_ADMISSIONS} admissions", burst,
-             lambda reference: [_pod_images(reference) for _ in range(COALESCE_ADMISSIONS)]),
-            (f"pod of {POD_CONTAINERS}", pod, lambda reference: [_pod_images(*[reference] * POD_CONTAINERS)])):
+    cases: list[tuple[str, dict[Format, Image], Callable[[str], list[bytes]]]] = [
+        (f"{COALESCE_ADMISSIONS} admissions", burst,
+         lambda reference: [_pod_images(reference) for _ in range(COALESCE_ADMISSIONS)]),
+        (f"pod of {POD_CONTAINERS}", pod, lambda reference: [_pod_images(*[reference] * POD_CONTAINERS)]),
+    ]
+    for case, images, bodies_of in cases:
         for image_format in SIGNATURE_FORMATS:
             image = images[image_format]
             reference = f"{image.repository}:v1"
@@ -402,7 +416,8 @@ def coalesce(report: Report, trustgate: load.Server, world: World, burst: dict[F
 # --- rollout ------------------------------------------------------------------------------------------------
 
 
-def rollout(report: Report, world: World, config: Path, images: Sequence[Image], work: Path) -> None:
+def rollout(report: Report, world: World, config: Path, images: Sequence[Image], work: Path,
+            publish_seconds: float) -> None:
     shuffle = random.Random(7)
     references = [f"{images[index % len(images)].repository}:v1" for index in range(ROLLOUT_ADMISSIONS)]
     shuffle.shuffle(references)
@@ -416,20 +431,24 @@ def rollout(report: Report, world: World, config: Path, images: Sequence[Image],
 
         result = asyncio.run(run())
         rss = trustgate.peak_rss_mib()
+        rss_after = trustgate.rss_mib()
     formats = collections.Counter(image.format for image in images)
     report.add(
         "## Rollout", "",
-        f"{ROLLOUT_ADMISSIONS} admissions (one image each, by tag, shuffled) over {len(images)} distinct new images "
-        f"({', '.join(f'{n} {f}' for f, n in formats.items())}) at concurrency {ROLLOUT_CONCURRENCY}, against a fresh "
-        "`trustgate serve` process.", "",
-        "| errors | p50 | p99 | max | total | admissions/s | peak RSS (VmHWM) |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        f"{ROLLOUT_ADMISSIONS:,} admissions (one image each, by tag, shuffled) over {len(images):,} distinct new "
+        f"images ({', '.join(f'{n} {f}' for f, n in formats.items())}) at concurrency {ROLLOUT_CONCURRENCY}, "
+        "against a fresh `trustgate serve` process. Publishing them (pushed over the registry API, signed by "
+        "`skopeo standalone-sign`, `cosign sign` in batches of 50 and `notation sign`, 4 signer processes at once) "
+        f"took {publish_seconds:.0f} s.", "",
+        "| errors | p50 | p99 | max | total | admissions/s | peak RSS (VmHWM) | RSS after |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
         f"| {len(result.errors)} | {_ms(result.median)} | {_ms(result.percentile(0.99))} | "
         f"{_ms(max(result.latencies))} | {result.wall_seconds:.2f} s | "
-        f"{ROLLOUT_ADMISSIONS / result.wall_seconds:.0f} | {_mib(rss)} |", "")
+        f"{ROLLOUT_ADMISSIONS / result.wall_seconds:.0f} | {_mib(rss)} | {_mib(rss_after)} |", "")
     if result.errors:
         report.add(f"First errors: {'; '.join(result.errors[:3])}", "")
-    report.target("rollout with zero errors", not result.errors, f"{len(result.errors)} errors")
+    report.target(f"rollout of {ROLLOUT_ADMISSIONS:,} admissions over {len(images):,} images with zero errors",
+                  not result.errors, f"{len(result.errors)} errors; p99 {_ms(result.percentile(0.99))}")
     report.target(f"rollout peak RSS <= {_mib(TARGET_RSS_MIB)}", rss <= TARGET_RSS_MIB,
                   f"{_mib(rss)} ({rss - TARGET_RSS_MIB:+.0f} MiB)")
 
@@ -439,14 +458,17 @@ def rollout(report: Report, world: World, config: Path, images: Sequence[Image],
 
 @contextmanager
 def behind_delay_proxies(world: World, work: Path, name: str, wanted: Sequence[tuple[Format, str]],
-                         delay_seconds: float) -> Iterator[tuple[list[Image], DelayProxy, DelayProxy]]:
+                         delay_seconds: float, *, fast: bool = False,
+                         ) -> Iterator[tuple[list[Image], DelayProxy, DelayProxy]]:
     """Images signed against a registry at port P; then the registry moves and a delaying proxy takes P, so
     signed identities (which name P) stay right while every request pays the delay. The lookaside is read
-    through a delaying proxy too. Yields the images and the registry's and the lookaside's proxies."""
+    through a delaying proxy too. Yields the images and the registry's and the lookaside's proxies. `fast`
+    publishes with `World.publish_fast` (the three formats only)."""
     registry = infra.start_registry(work / name)
     lookaside = start_delay_proxy(world.lookaside.url, 0.0)
     try:
-        images = world.publish_many(wanted, registry=registry, lookaside_url=lookaside.url)
+        images = (world.publish_fast(wanted, registry=registry) if fast
+                  else world.publish_many(wanted, registry=registry, lookaside_url=lookaside.url))
         port = registry.port
         registry.stop()
         registry = infra.start_registry(work / name)
@@ -461,19 +483,36 @@ def behind_delay_proxies(world: World, work: Path, name: str, wanted: Sequence[t
         lookaside.stop()
 
 
-def slow(report: Report, world: World, work: Path) -> None:
-    wanted = [(FORMATS[index % len(FORMATS)], f"slow-{index}") for index in range(SLOW_IMAGES)]
-    with behind_delay_proxies(world, work, "slow-registry", wanted, SLOW_DELAY_SECONDS) as (images, proxy, lookaside):
-        config = world.trustgate_config("config-slow", [(proxy.host, lookaside.url)])
-        with load.serving(load.trustgate_serve(config, [proxy.host]), work / "slow",
-                          work / "trustgate-slow.log") as trustgate:
+@dataclass
+class BehindDelay:
+    result: load.LoadResult
+    publish_seconds: float
+
+
+def behind_delay(world: World, work: Path, name: str, count: int, delay_seconds: float,
+                 concurrency: int) -> BehindDelay:
+    """`count` cold images (formats in turn) admitted over `concurrency` connections, with registry and lookaside
+    behind proxies delaying every request by `delay_seconds`."""
+    wanted = [(FORMATS[index % len(FORMATS)], f"{name}-{index}") for index in range(count)]
+    started = time.monotonic()
+    with behind_delay_proxies(world, work, f"{name}-registry", wanted, delay_seconds, fast=True) as (
+            images, proxy, lookaside):
+        publish_seconds = time.monotonic() - started
+        config = world.trustgate_config(f"config-{name}", [(proxy.host, lookaside.url)])
+        with load.serving(load.trustgate_serve(config, [proxy.host]), work / name,
+                          work / f"trustgate-{name}.log") as trustgate:
             async def run() -> load.LoadResult:
-                async with load.connections(trustgate, SLOW_IMAGES) as clients:
+                async with load.connections(trustgate, concurrency) as clients:
                     await load.warm_up(clients, trustgate.url)
                     bodies = [_pod_images(f"{image.repository}:v1") for image in images]
                     return await load.admit_all(clients, trustgate.url, bodies)
 
             result = asyncio.run(run())
+    return BehindDelay(result, publish_seconds)
+
+
+def slow(report: Report, world: World, work: Path) -> None:
+    result = behind_delay(world, work, "slow", SLOW_IMAGES, SLOW_DELAY_SECONDS, SLOW_IMAGES).result
     total = result.wall_seconds
     report.add(
         "## Slow registry", "",
@@ -485,6 +524,34 @@ def slow(report: Report, world: World, work: Path) -> None:
         report.add(f"First errors: {'; '.join(result.errors[:3])}", "")
     report.target(f"slow registry under {TARGET_SLOW_SECONDS:g} s", total < TARGET_SLOW_SECONDS and not result.errors,
                   f"{total:.2f} s ({total - TARGET_SLOW_SECONDS:+.2f} s), {len(result.errors)} errors")
+
+
+_DENIAL_CODE = re.compile(r"\[([^]\s]+)\]")
+
+
+def latency(report: Report, world: World, work: Path) -> None:
+    measured = behind_delay(world, work, "latency", LATENCY_IMAGES, LATENCY_DELAY_SECONDS, LATENCY_CONCURRENCY)
+    result = measured.result
+    slowest_chain = LATENCY_CHAIN
+    chain_seconds = slowest_chain * LATENCY_DELAY_SECONDS
+    codes = collections.Counter(code for error in result.errors for code in _DENIAL_CODE.findall(error) or ["?"])
+    report.add(
+        "## High latency", "",
+        f"{LATENCY_IMAGES} distinct cold images (formats in turn) over {LATENCY_CONCURRENCY} connections, with "
+        f"registry and lookaside behind a proxy that delays every request by {LATENCY_DELAY_SECONDS * 1000:.0f} ms, "
+        f"against a fresh `trustgate serve` with its default deadline ({DEADLINE_SECONDS:g} s per review). The "
+        f"longest chain of dependent requests of one cold image is {slowest_chain} ({_ms(chain_seconds)} of delay); "
+        f"publishing took {measured.publish_seconds:.0f} s.", "",
+        "| errors | total | p50 | p99 | slowest admission | denial codes |", "| --- | --- | --- | --- | --- | --- |",
+        f"| {len(result.errors)} | {result.wall_seconds:.2f} s | {_ms(result.median)} | "
+        f"{_ms(result.percentile(0.99))} | {_ms(max(result.latencies))} | "
+        f"{', '.join(f'{code} x{n}' for code, n in codes.items()) or 'none'} |", "")
+    if result.errors:
+        report.add(f"First errors: {'; '.join(result.errors[:3])}", "")
+    report.target(f"{LATENCY_IMAGES} cold images behind {LATENCY_DELAY_SECONDS * 1000:.0f} ms: every one admitted",
+                  not result.errors,
+                  f"{len(result.errors)} errors in {result.wall_seconds:.2f} s; a cold image needs "
+                  f"{_ms(chain_seconds)} of delay in a row against a {DEADLINE_SECONDS:g} s deadline")
 
 
 # --- the run ------------------------------------------------------------------------------------------------
@@ -504,11 +571,11 @@ def versions() -> list[str]:
     import aiohttp
     import fastapi
     import uvicorn
-    import uvloop
 
     return [
         f"- Python {platform.python_version()}, FastAPI {fastapi.__version__}, uvicorn {uvicorn.__version__} "
-        f"(uvloop {uvloop.__version__}), aiohttp {aiohttp.__version__} (trustgate's registry client), "
+        f"(uvloop {importlib.metadata.version('uvloop')}), aiohttp {aiohttp.__version__} (trustgate's registry "
+        "client), "
         f"httpx {httpx.__version__} (the benchmark's client)",
         f"- {version('docker-registry', '--version')}",
         f"- {version('skopeo', '--version')}; {version('gpg', '--version')}",
@@ -540,8 +607,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                 wanted += [(f, f"cold-{index}") for f in SIGNATURE_FORMATS for index in range(COLD_IMAGES_PER_FORMAT)]
             if "coalesce" in chosen:
                 wanted += [(f, name) for f in SIGNATURE_FORMATS for name in ("burst", "pod")]
-            if "rollout" in chosen:
-                wanted += [(FORMATS[index % len(FORMATS)], f"rollout-{index}") for index in range(ROLLOUT_IMAGES)]
             published = here.publish_many(wanted)
             by_name = {(image.format, image.repository.rsplit("/", 1)[1]): image for image in published}
             config = here.trustgate_config("config")
@@ -560,10 +625,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                         coalesce(report, trustgate, here, {f: by_name[(f, "burst")] for f in SIGNATURE_FORMATS},
                                  {f: by_name[(f, "pod")] for f in SIGNATURE_FORMATS})
             if "rollout" in chosen:
-                rollout(report, here, config, [by_name[(FORMATS[index % len(FORMATS)], f"rollout-{index}")]
-                                               for index in range(ROLLOUT_IMAGES)], work)
+                publishing = time.monotonic()
+                images = here.publish_fast([(FORMATS[index % len(FORMATS)], f"rollout-{index}")
+                                            for index in range(ROLLOUT_IMAGES)])
+                rollout(report, here, config, images, work, time.monotonic() - publishing)
             if "slow" in chosen:
                 slow(report, here, work)
+            if "latency" in chosen:
+                latency(report, here, work)
     write_results(args.output, machine, report, time.monotonic() - started)
     print(f"wrote {args.output}", flush=True)
     return 0

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import functools
 import logging
 import os
 import threading
@@ -34,7 +33,7 @@ from kubernetes.client.exceptions import ApiException
 from webhook.admission import PullSecretRefs
 from webhook.app import InLoop
 from webhook.bundle import BUNDLE_KEY, BUNDLE_SECRET, BundleError, compile_bundle, decode_bundle
-from webhook.cache import ExpiringLRU, SingleFlight
+from webhook.cache import ENTRY_OVERHEAD_BYTES, ExpiringLRU, SingleFlight, estimated_bytes
 from webhook.metrics import POLICY_LOAD_ERRORS
 from webhook.policy.compile import PolicySet
 from webhook.registry.auth import Credentials, CredentialsError
@@ -55,6 +54,12 @@ T = TypeVar("T")
 # at most this long.
 PULL_SECRET_CACHE_SECONDS = 30.0
 PULL_SECRET_CACHE_ENTRIES = 2_000
+# By estimate: a Secret's usable entries (registry, user, password) are small, but one Secret may hold many.
+PULL_SECRET_CACHE_BYTES = 8 * 1024 * 1024
+SERVICE_ACCOUNT_CACHE_BYTES = 4 * 1024 * 1024  # the pull Secret names of a ServiceAccount
+# Pods reading a Secret or ServiceAccount at once share one read, up to this many reads of each kind in flight.
+PULL_SECRET_FLIGHT_ENTRIES = 256
+PULL_SECRET_FLIGHT_BYTES = 1024 * 1024
 # One read of the API server for a review; what it cannot read in time is not used (the pod may be denied).
 PULL_SECRET_READ_SECONDS = 3.0
 
@@ -122,36 +127,61 @@ def follow_secret(core: client.CoreV1Api, namespace: str, name: str,
         namespace=namespace, field_selector=f"metadata.name={name}")
 
 
+# Namespaces whose labels are kept for namespaceSelectors; one past the bound counts as unknown, which no selector
+# exempts (the safe side). Their labels weigh at most NAMESPACE_LABELS_BYTES in all, by estimate.
+NAMESPACE_LABELS_ENTRIES = 10_000
+NAMESPACE_LABELS_BYTES = 8 * 1024 * 1024
+
+
 class NamespaceLabels:
     """The labels of every namespace, kept current by a watch, for TrustPolicy namespaceSelectors.
 
-    Until the first listing arrives (or for a namespace it has not seen yet) the labels are unknown, and an
-    unknown namespace is never exempted by a selector.
+    Until the first listing arrives (or for a namespace it has not seen yet, or past its bounds) the labels are
+    unknown, and an unknown namespace is never exempted by a selector.
     """
 
     def __init__(self, core: client.CoreV1Api) -> None:
-        self._labels: dict[str, dict[str, str]] = {}
+        self._labels: dict[str, tuple[dict[str, str], int]] = {}  # name -> (labels, estimated weight)
+        self._bytes = 0
         self.watcher = ObjectWatcher("Namespaces", core.list_namespace, self._listed, self._changed)
 
+    def __len__(self) -> int:
+        return len(self._labels)
+
+    @property
+    def bytes(self) -> int:
+        return self._bytes
+
     def _listed(self, namespaces: list[Any]) -> None:
-        self._labels = {namespace.metadata.name: dict(namespace.metadata.labels or {}) for namespace in namespaces}
+        self._install({}, 0, [(namespace.metadata.name, dict(namespace.metadata.labels or {}))
+                              for namespace in namespaces])
 
     def _changed(self, kind: str, namespace: Any) -> None:
         labels = dict(self._labels)  # replaced whole: readers on the event loop never see a half update
-        if kind == "DELETED":
-            labels.pop(namespace.metadata.name, None)
-        else:
-            labels[namespace.metadata.name] = dict(namespace.metadata.labels or {})
-        self._labels = labels
+        removed = labels.pop(namespace.metadata.name, None)
+        weight = self._bytes - (removed[1] if removed is not None else 0)
+        added = [] if kind == "DELETED" else [(namespace.metadata.name, dict(namespace.metadata.labels or {}))]
+        self._install(labels, weight, added)
+
+    def _install(self, labels: dict[str, tuple[dict[str, str], int]], weight: int,
+                 added: list[tuple[str, dict[str, str]]]) -> None:
+        left_out = []
+        for name, namespace_labels in added:
+            entry_weight = ENTRY_OVERHEAD_BYTES + estimated_bytes(name) + estimated_bytes(namespace_labels)
+            if len(labels) >= NAMESPACE_LABELS_ENTRIES or weight + entry_weight > NAMESPACE_LABELS_BYTES:
+                left_out.append(name)
+                continue
+            labels[name] = (namespace_labels, entry_weight)
+            weight += entry_weight
+        self._labels, self._bytes = labels, weight
+        if left_out:
+            log.warning("labels of %d namespaces (%s) not kept: past the %d namespaces or %d bytes kept; their pods "
+                        "are exempted by no namespaceSelector", len(left_out), ", ".join(left_out[:5]),
+                        NAMESPACE_LABELS_ENTRIES, NAMESPACE_LABELS_BYTES)
 
     async def __call__(self, namespace: str) -> Mapping[str, str] | None:
-        return self._labels.get(namespace)
-
-
-@functools.lru_cache(maxsize=PULL_SECRET_CACHE_ENTRIES)
-def _credential_set(entries: tuple[tuple[str, Credentials], ...]) -> PullCredentials:
-    """Made once per distinct set: its identity is a keyed hash over every entry."""
-    return PullCredentials.of(entries)
+        known = self._labels.get(namespace)
+        return None if known is None else known[0]
 
 
 class PodPullCredentials:
@@ -166,25 +196,34 @@ class PodPullCredentials:
 
     def __init__(self, core: client.CoreV1Api) -> None:
         self.core = core
-        self._secrets: ExpiringLRU[tuple[str, str], tuple[tuple[str, Credentials], ...]] = ExpiringLRU(
-            "pull_secret", PULL_SECRET_CACHE_ENTRIES)
-        self._accounts: ExpiringLRU[tuple[str, str], tuple[str, ...]] = ExpiringLRU(
-            "service_account", PULL_SECRET_CACHE_ENTRIES)
-        self._reading_secrets: SingleFlight[tuple[str, str], tuple[tuple[str, Credentials], ...]] = SingleFlight(
-            "pull_secret")
-        self._reading_accounts: SingleFlight[tuple[str, str], tuple[str, ...]] = SingleFlight("service_account")
+        self.secrets: ExpiringLRU[tuple[str, str], tuple[tuple[str, Credentials], ...]] = ExpiringLRU(
+            "pull_secret", PULL_SECRET_CACHE_ENTRIES, max_bytes=PULL_SECRET_CACHE_BYTES)
+        self.accounts: ExpiringLRU[tuple[str, str], tuple[str, ...]] = ExpiringLRU(
+            "service_account", PULL_SECRET_CACHE_ENTRIES, max_bytes=SERVICE_ACCOUNT_CACHE_BYTES)
+        # Each distinct set is made once (its identity is a keyed hash over every entry), keyed by its entries.
+        self.credential_sets: ExpiringLRU[tuple[tuple[str, Credentials], ...], PullCredentials] = ExpiringLRU(
+            "credential_set", PULL_SECRET_CACHE_ENTRIES, max_bytes=PULL_SECRET_CACHE_BYTES)
+        self.reading_secrets: SingleFlight[tuple[str, str], tuple[tuple[str, Credentials], ...]] = SingleFlight(
+            "pull_secret", PULL_SECRET_FLIGHT_ENTRIES, max_bytes=PULL_SECRET_FLIGHT_BYTES)
+        self.reading_accounts: SingleFlight[tuple[str, str], tuple[str, ...]] = SingleFlight(
+            "service_account", PULL_SECRET_FLIGHT_ENTRIES, max_bytes=PULL_SECRET_FLIGHT_BYTES)
 
     async def __call__(self, namespace: str, refs: PullSecretRefs) -> PullCredentials:
         names = refs.secrets or await self._account_secrets(namespace, refs.service_account)
         # One by one: a kept Secret is answered without suspending, and a pod rarely names more than one.
         found = [await self._secret(namespace, name) for name in names]
-        return _credential_set(tuple(entry for entries in found for entry in entries))
+        combined = tuple(entry for entries in found for entry in entries)
+        credentials = self.credential_sets.get(combined)
+        if credentials is None:
+            credentials = PullCredentials.of(combined)
+            self.credential_sets.put(combined, credentials, PULL_SECRET_CACHE_SECONDS)
+        return credentials
 
     async def _account_secrets(self, namespace: str, account: str) -> tuple[str, ...]:
         def names(account_object: Any) -> tuple[str, ...]:
             return tuple(reference.name for reference in account_object.image_pull_secrets or () if reference.name)
 
-        return await self._kept(self._accounts, self._reading_accounts, f"ServiceAccount {namespace}/{account}",
+        return await self._kept(self.accounts, self.reading_accounts, f"ServiceAccount {namespace}/{account}",
                                 self.core.read_namespaced_service_account, namespace, account, names, ())
 
     async def _secret(self, namespace: str, name: str) -> tuple[tuple[str, Credentials], ...]:
@@ -197,7 +236,7 @@ class PodPullCredentials:
                 log.warning("%s not used: %s", what, exc)
                 return ()
 
-        return await self._kept(self._secrets, self._reading_secrets, what, self.core.read_namespaced_secret,
+        return await self._kept(self.secrets, self.reading_secrets, what, self.core.read_namespaced_secret,
                                 namespace, name, entries, ())
 
     async def _kept(self, cache: ExpiringLRU[tuple[str, str], T], reading: SingleFlight[tuple[str, str], T],

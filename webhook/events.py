@@ -31,6 +31,7 @@ from typing import Any
 from prometheus_client import Counter
 
 from webhook.admission import AdmissionRequest, fit_message
+from webhook.cache import ENTRY_OVERHEAD_BYTES, estimated_bytes
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,9 @@ EVENTS_DROPPED = Counter("trustgate_events_dropped",
 
 COMPONENT = "trustgate-webhook"
 MAX_EVENT_MESSAGE_CHARS = 1024
+# What an Aggregate and a TokenBucket weigh beyond the finding they are about (instance, attributes, timestamps).
+AGGREGATE_BYTES = 600
+TOKEN_BUCKET_BYTES = 300
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +125,8 @@ class EventSettings:
     window_seconds: float = 600.0  # as client-go's EventCorrelator: repetitions within it raise one Event's count
     flush_seconds: float = 1.0
     max_aggregates: int = 4096
+    # What the aggregates (their findings, by estimate) and the per-object buckets weigh at most in all.
+    max_bytes: int = 10 * 1024 * 1024
     object_burst: int = 25  # client-go's per-object spam filter: 25, then one per 5 minutes
     object_refill_seconds: float = 300.0
     global_burst: int = 100
@@ -135,6 +141,24 @@ class Correlator:
         self.aggregates: dict[Finding, Aggregate] = {}
         self.object_buckets: dict[InvolvedObject, TokenBucket] = {}
         self.global_bucket = TokenBucket(settings.global_burst, settings.global_refill_seconds, now)
+        self.bytes = 0  # of the aggregates and buckets kept, by `_weight`
+
+    @staticmethod
+    def _weight(finding: Finding) -> int:
+        """An aggregate of `finding` and a bucket for its object, by estimate (the involved object counted twice):
+        buckets are at most as many as aggregates may be, and those of live objects are counted here."""
+        return 2 * ENTRY_OVERHEAD_BYTES + AGGREGATE_BYTES + TOKEN_BUCKET_BYTES + estimated_bytes(finding) \
+            + estimated_bytes(finding.involved)
+
+    def _room(self, finding: Finding, now: float) -> bool:
+        def fits() -> bool:
+            return len(self.aggregates) < self.settings.max_aggregates and \
+                self.bytes + self._weight(finding) <= self.settings.max_bytes
+
+        if fits():
+            return True
+        self.expire(now)
+        return fits()
 
     def add(self, finding: Finding, now: float, timestamp: str) -> bool:
         """Count a finding; False when there is no room to remember it."""
@@ -142,14 +166,14 @@ class Correlator:
         if aggregate is not None and now - aggregate.first_seen > self.settings.window_seconds \
                 and aggregate.written_count == aggregate.count:
             del self.aggregates[finding]  # past the window: the next one is a new Event
+            self.bytes -= self._weight(finding)
             aggregate = None
         if aggregate is None:
-            if len(self.aggregates) >= self.settings.max_aggregates:
-                self.expire(now)
-                if len(self.aggregates) >= self.settings.max_aggregates:
-                    return False
+            if not self._room(finding, now):
+                return False
             self.aggregates[finding] = Aggregate(finding, now, now, first_timestamp=timestamp,
                                                  last_timestamp=timestamp)
+            self.bytes += self._weight(finding)
             return True
         aggregate.count += 1
         aggregate.last_seen = now
@@ -168,6 +192,8 @@ class Correlator:
             involved = aggregate.finding.involved
             bucket = self.object_buckets.get(involved)
             if bucket is None:
+                if len(self.object_buckets) >= self.settings.max_aggregates:
+                    continue  # written once an expired bucket makes room
                 bucket = self.object_buckets[involved] = TokenBucket(
                     self.settings.object_burst, self.settings.object_refill_seconds, now)
             if not bucket.take(now):
@@ -188,6 +214,7 @@ class Correlator:
         live = {finding.involved for finding in self.aggregates}
         self.object_buckets = {involved: bucket for involved, bucket in self.object_buckets.items()
                                if involved in live or bucket.tokens < bucket.burst}
+        self.bytes = sum(self._weight(finding) for finding in self.aggregates)
 
 
 class EventWriter:

@@ -17,7 +17,7 @@ from functools import cached_property
 from typing import Any, Literal, TypeVar
 
 from webhook.artifacts import Collected, ImageTarget, ResolvedImage, SignatureMaterial
-from webhook.cache import ExpiringLRU, SingleFlight
+from webhook.cache import ExpiringLRU, SingleFlight, estimated_bytes
 from webhook.metrics import VERIFICATION_SECONDS, VERIFICATIONS_IN_FLIGHT
 from webhook.policy.compile import AuthorityRules, CompiledPolicy, PolicySet
 from webhook.references import ImageReference, InvalidReferenceError, parse_reference
@@ -59,10 +59,29 @@ class VerifySettings:
 
 
 # Manifests are immutable by digest; they are kept for a day, bounded by count and, as each may be up to
-# 4 MiB, by their bytes in all.
+# 4 MiB, by their bytes in all (a usual manifest is 1-2 KiB: the entries bound comes first).
 MANIFEST_CACHE_SECONDS = 86_400.0
 MANIFEST_CACHE_ENTRIES = 1_000
-MANIFEST_CACHE_BYTES = 64 * 1024 * 1024
+MANIFEST_CACHE_BYTES = 16 * 1024 * 1024
+# The other caches hold `VerifySettings.cache_entries` entries each, and weigh at most (by estimate):
+TAG_CACHE_BYTES = 8 * 1024 * 1024  # a digest under (credentials, repository, tag): about 600 bytes an entry
+VERDICT_CACHE_BYTES = 16 * 1024 * 1024  # an authority's Result tree: about 2.5 KiB when one signature passes
+IMAGE_CACHE_BYTES = 24 * 1024 * 1024  # an image's whole verdict, twice: about 8.5 KiB for one authority
+# Computations shared while in flight (per kind: resolving tags, fetching manifests, verifying authorities):
+# no more than the reviews in flight can ask for at once.
+FLIGHT_ENTRIES = 1_024
+FLIGHT_BYTES = 4 * 1024 * 1024
+# Registries with their own bound on concurrent work: those contacted within REGISTRY_SLOT_SECONDS. A registry
+# forgotten while busy gets a fresh bound, so only more than this many busy registries at once could exceed it.
+REGISTRY_SLOT_ENTRIES = 1_024
+REGISTRY_SLOT_BYTES = 1024 * 1024
+REGISTRY_SLOT_SECONDS = 3_600.0
+SEMAPHORE_BYTES = 400  # an asyncio.Semaphore and its waiter deque
+
+
+def _image_verdict_bytes(verdict: ImageVerdict) -> int:
+    """The verdict, and as much again for the reasons, codes and log fields rendered from it once it is used."""
+    return 2 * estimated_bytes(verdict)
 
 
 class VerificationCaches:
@@ -80,21 +99,31 @@ class VerificationCaches:
         self.manifests: ExpiringLRU[tuple[str, str, str], tuple[bytes, str]] = ExpiringLRU(
             "manifest", MANIFEST_CACHE_ENTRIES, clock, max_bytes=MANIFEST_CACHE_BYTES,
             size=lambda manifest: len(manifest[0]) + len(manifest[1]))
-        self.tags: ExpiringLRU[tuple[str, str, str], str] = ExpiringLRU("tag", settings.cache_entries, clock)
-        self.verdicts: ExpiringLRU[tuple[object, ...], Result] = ExpiringLRU("verdict", settings.cache_entries,
-                                                                             clock)
+        self.tags: ExpiringLRU[tuple[str, str, str], str] = ExpiringLRU(
+            "tag", settings.cache_entries, clock, max_bytes=TAG_CACHE_BYTES)
+        self.verdicts: ExpiringLRU[tuple[object, ...], Result] = ExpiringLRU(
+            "verdict", settings.cache_entries, clock, max_bytes=VERDICT_CACHE_BYTES)
         # Whole image verdicts, each kept until the first of the entries it was decided from expires.
-        self.images: ExpiringLRU[tuple[object, ...], ImageVerdict] = ExpiringLRU("image", settings.cache_entries,
-                                                                                  clock)
-        self.resolving: SingleFlight[tuple[str, str, str], tuple[ResolvedImage, float]] = SingleFlight("resolve")
-        self.fetching: SingleFlight[tuple[str, str, str], tuple[bytes, str]] = SingleFlight("manifest")
-        self.verifying: SingleFlight[tuple[object, ...], tuple[float, Result]] = SingleFlight("verdict")
-        self._registry_slots: dict[str, asyncio.Semaphore] = {}
+        self.images: ExpiringLRU[tuple[object, ...], ImageVerdict] = ExpiringLRU(
+            "image", settings.cache_entries, clock, max_bytes=IMAGE_CACHE_BYTES, size=_image_verdict_bytes)
+        self.resolving: SingleFlight[tuple[str, str, str], tuple[ResolvedImage, float]] = SingleFlight(
+            "resolve", FLIGHT_ENTRIES, max_bytes=FLIGHT_BYTES)
+        self.fetching: SingleFlight[tuple[str, str, str], tuple[bytes, str]] = SingleFlight(
+            "manifest", FLIGHT_ENTRIES, max_bytes=FLIGHT_BYTES)
+        self.verifying: SingleFlight[tuple[object, ...], tuple[float, Result]] = SingleFlight(
+            "verdict", FLIGHT_ENTRIES, max_bytes=FLIGHT_BYTES)
+        self.registry_slots: ExpiringLRU[str, asyncio.Semaphore] = ExpiringLRU(
+            "registry_slot", REGISTRY_SLOT_ENTRIES, clock, max_bytes=REGISTRY_SLOT_BYTES,
+            size=lambda _: SEMAPHORE_BYTES)
         self._slots_per_registry = settings.max_parallel_per_registry
 
     def registry_slot(self, registry: str) -> asyncio.Semaphore:
         """Bounds concurrent verification work against one registry (and the signature servers it implies)."""
-        return self._registry_slots.setdefault(registry, asyncio.Semaphore(self._slots_per_registry))
+        slot = self.registry_slots.get(registry)
+        if slot is None:
+            slot = asyncio.Semaphore(self._slots_per_registry)
+            self.registry_slots.put(registry, slot, REGISTRY_SLOT_SECONDS)
+        return slot
 
 
 @dataclass(frozen=True)

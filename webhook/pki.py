@@ -18,7 +18,7 @@ from enum import Enum
 from itertools import pairwise
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509 import verification
 from cryptography.x509.oid import ExtendedKeyUsageOID
@@ -37,24 +37,41 @@ _PURPOSE_NAMES = {
 MAX_CHAIN_DEPTH = 8
 # Certificates whose name and fingerprint are remembered. The same signing certificates arrive in signature
 # after signature, each parsed anew, and naming one (an RFC 4514 string) costs more than checking its signature.
-# A certificate is equal to another only with the same DER bytes, so what is remembered never differs.
+# A certificate is equal to another only with the same DER bytes, so what is remembered never differs. Only
+# certificates of at most NAMED_CERTIFICATE_BYTES are remembered (real ones are 1-2 KiB; signatures are
+# attacker-supplied), so each of the two memories holds at most NAMED_CERTIFICATES of them.
 NAMED_CERTIFICATES = 256
+NAMED_CERTIFICATE_BYTES = 16 * 1024
 
 
 class ChainError(Exception):
     """The certificate chain is not acceptable; the message says why."""
 
 
-@functools.lru_cache(maxsize=NAMED_CERTIFICATES)
-def describe(certificate: x509.Certificate) -> str:
-    """How a certificate is named in messages: its subject DN."""
+def _subject_name(certificate: x509.Certificate) -> str:
     return certificate.subject.rfc4514_string() or f"serial {certificate.serial_number:x}"
 
 
-@functools.lru_cache(maxsize=NAMED_CERTIFICATES)
+def _sha256_hex(certificate: x509.Certificate) -> str:
+    return certificate.fingerprint(hashes.SHA256()).hex()
+
+
+_remembered_name = functools.lru_cache(maxsize=NAMED_CERTIFICATES)(_subject_name)
+_remembered_sha256 = functools.lru_cache(maxsize=NAMED_CERTIFICATES)(_sha256_hex)
+
+
+def _rememberable(certificate: x509.Certificate) -> bool:
+    return len(certificate.public_bytes(serialization.Encoding.DER)) <= NAMED_CERTIFICATE_BYTES
+
+
+def describe(certificate: x509.Certificate) -> str:
+    """How a certificate is named in messages: its subject DN."""
+    return _remembered_name(certificate) if _rememberable(certificate) else _subject_name(certificate)
+
+
 def sha256_fingerprint(certificate: x509.Certificate) -> str:
     """The SHA-256 fingerprint of a certificate's DER, in lowercase hex."""
-    return certificate.fingerprint(hashes.SHA256()).hex()
+    return _remembered_sha256(certificate) if _rememberable(certificate) else _sha256_hex(certificate)
 
 
 def _utc(moment: datetime) -> datetime:

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict
 
 from tests.helpers import resources, trust_policy
 from webhook.artifacts import Collected, ImageTarget, ResolvedImage, SignatureMaterial
-from webhook.cache import ExpiringLRU, SingleFlight
+from webhook.cache import ENTRY_OVERHEAD_BYTES, ExpiringLRU, SingleFlight, estimated_bytes
 from webhook.pipeline import AdmissionContext, ImageVerdict, Pipeline, VerificationCaches, VerifySettings
 from webhook.policy.compile import PolicySet, compile_policy_set
 from webhook.references import ImageReference
@@ -46,7 +46,7 @@ class Clock:
 
 def test_an_entry_lives_exactly_its_lifetime() -> None:
     clock = Clock()
-    cache: ExpiringLRU[str, int] = ExpiringLRU("test", 10, clock)
+    cache: ExpiringLRU[str, int] = ExpiringLRU("test", 10, clock, max_bytes=1 << 20)
     cache.put("a", 1, 5.0)
     clock.now += 4.999
     assert cache.get("a") == 1
@@ -56,7 +56,7 @@ def test_an_entry_lives_exactly_its_lifetime() -> None:
 
 
 def test_the_least_recently_used_entry_goes_first_and_nothing_lives_for_zero_seconds() -> None:
-    cache: ExpiringLRU[str, int] = ExpiringLRU("test", 2, Clock())
+    cache: ExpiringLRU[str, int] = ExpiringLRU("test", 2, Clock(), max_bytes=1 << 20)
     cache.put("a", 1, 60)
     cache.put("b", 2, 60)
     assert cache.get("a") == 1  # now "b" is the least recently used
@@ -67,15 +67,24 @@ def test_the_least_recently_used_entry_goes_first_and_nothing_lives_for_zero_sec
 
 
 def test_a_cache_never_weighs_more_than_its_bytes_bound() -> None:
-    cache: ExpiringLRU[str, bytes] = ExpiringLRU("test", 100, Clock(), max_bytes=10, size=len)
+    def weight(key: str, value: bytes) -> int:
+        return ENTRY_OVERHEAD_BYTES + estimated_bytes(key) + len(value)
+
+    bound = 3 * weight("k10", bytes(6))
+    cache: ExpiringLRU[str, bytes] = ExpiringLRU("test", 100, Clock(), max_bytes=bound, size=len)
+
+    def kept() -> int:
+        return sum(weight(f"k{index}", value) for index in range(50)
+                   if (value := cache.get(f"k{index}")) is not None)
+
     for index in range(50):
         cache.put(f"k{index}", bytes(index % 7), 60)
-        assert cache.bytes <= 10 and len(cache) <= 100
-    assert cache.bytes == sum(len(value) for value in (cache.get(f"k{index}") for index in range(50)) if value)
-    cache.put("huge", bytes(11), 60)  # heavier than the whole bound: not kept, nothing evicted for it
-    assert cache.get("huge") is None and cache.bytes <= 10
+        assert cache.bytes <= bound and len(cache) <= 100
+    assert cache.bytes == kept()
+    cache.put("huge", bytes(bound), 60)  # heavier than the whole bound: not kept, nothing evicted for it
+    assert cache.get("huge") is None and cache.bytes <= bound
     cache.put("k49", bytes(2), 60)  # replaced: its old weight goes with it
-    assert cache.bytes == sum(len(value) for value in (cache.get(f"k{index}") for index in range(50)) if value)
+    assert cache.bytes == kept()
 
 
 def test_the_manifest_cache_is_bounded_in_bytes() -> None:
@@ -88,7 +97,7 @@ def test_the_manifest_cache_is_bounded_in_bytes() -> None:
 
 
 def test_concurrent_callers_share_one_computation_and_a_later_caller_starts_another() -> None:
-    flights: SingleFlight[str, int] = SingleFlight("test")
+    flights: SingleFlight[str, int] = SingleFlight("test", 100, max_bytes=1 << 20)
     started = 0
     release = asyncio.Event()
 
@@ -111,7 +120,7 @@ def test_concurrent_callers_share_one_computation_and_a_later_caller_starts_anot
 
 
 def test_a_caller_that_gives_up_does_not_cancel_the_others_computation() -> None:
-    flights: SingleFlight[str, str] = SingleFlight("test")
+    flights: SingleFlight[str, str] = SingleFlight("test", 100, max_bytes=1 << 20)
     release = asyncio.Event()
 
     async def compute() -> str:
@@ -131,7 +140,7 @@ def test_a_caller_that_gives_up_does_not_cancel_the_others_computation() -> None
 
 
 def test_a_failed_computation_reaches_every_waiter_and_is_not_kept() -> None:
-    flights: SingleFlight[str, str] = SingleFlight("test")
+    flights: SingleFlight[str, str] = SingleFlight("test", 100, max_bytes=1 << 20)
     attempts = 0
 
     async def compute() -> str:

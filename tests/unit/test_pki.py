@@ -10,6 +10,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from tests.certificates import NOW, ca_chain, crl, issue
+from webhook import pki
 from webhook.pki import ChainError, Revocation, describe, revocation_status, sha256_fingerprint, verify_chain
 
 
@@ -207,10 +208,24 @@ def test_a_certificate_parsed_again_is_named_and_fingerprinted_once() -> None:
     der = issue("named once").certificate.public_bytes(serialization.Encoding.DER)
     first, again = x509.load_der_x509_certificate(der), x509.load_der_x509_certificate(der)
     assert first is not again
-    names, fingerprints = describe.cache_info(), sha256_fingerprint.cache_info()
+    names, fingerprints = pki._remembered_name.cache_info(), pki._remembered_sha256.cache_info()
     assert (describe(first), sha256_fingerprint(first)) == (describe(again), sha256_fingerprint(again))
-    assert describe.cache_info().misses - names.misses == 1
-    assert sha256_fingerprint.cache_info().misses - fingerprints.misses == 1
+    assert pki._remembered_name.cache_info().misses - names.misses == 1
+    assert pki._remembered_sha256.cache_info().misses - fingerprints.misses == 1
+
+
+def test_only_certificates_of_a_usual_size_are_remembered() -> None:
+    # Signatures are attacker-supplied: what is remembered weighs at most NAMED_CERTIFICATES small certificates.
+    heavy = issue("heavy", crl_url="http://crl.example/" + "x" * pki.NAMED_CERTIFICATE_BYTES).certificate
+    assert len(heavy.public_bytes(serialization.Encoding.DER)) > pki.NAMED_CERTIFICATE_BYTES
+    names, fingerprints = pki._remembered_name.cache_info(), pki._remembered_sha256.cache_info()
+    assert describe(heavy) == "CN=heavy,O=Acme Rockets,ST=WA,C=US"
+    assert sha256_fingerprint(heavy) == heavy.fingerprint(hashes.SHA256()).hex()
+    assert pki._remembered_name.cache_info() == names
+    assert pki._remembered_sha256.cache_info() == fingerprints
+    for index in range(pki.NAMED_CERTIFICATES + 10):
+        describe(issue(f"many {index}").certificate)
+    assert pki._remembered_name.cache_info().currsize == pki.NAMED_CERTIFICATES
 
 
 def test_a_certificate_with_the_same_subject_is_fingerprinted_as_itself() -> None:

@@ -21,6 +21,7 @@ from yarl import URL
 
 from webhook import strictjson
 from webhook.artifacts import ResolvedImage
+from webhook.cache import ExpiringLRU
 from webhook.metrics import REGISTRY_REQUEST_SECONDS, REGISTRY_REQUESTS, registry_label
 from webhook.references import ImageReference, validate_digest
 from webhook.registry.auth import Challenge, Credentials, load_docker_config, parse_challenges
@@ -90,14 +91,33 @@ class Manifest:
     document: Mapping[str, object] = field(repr=False)
 
 
+# Connections open at once, per host and in all. Waiting for a pooled connection counts against the connect
+# timeout, so the pool must take every request the pipeline lets through (64 units of work per registry, each
+# sending up to 2 requests at once) to the registry and its lookaside together; the pipeline's own bounds, not
+# the pool, decide what waits.
+MAX_CONNECTIONS_PER_HOST = 256
+MAX_CONNECTIONS = 512
+# Registries whose /v2/ answer (how they authenticate) is kept; one forgotten is asked again when next used.
+REGISTRY_STATE_ENTRIES = 1_024
+REGISTRY_STATE_BYTES = 4 * 1024 * 1024
+REGISTRY_STATE_SECONDS = 3_600.0
+# Bearer tokens, one per (registry, credentials, repository); a token service answers at most 64 KiB.
+TOKEN_CACHE_ENTRIES = 4_096
+TOKEN_CACHE_BYTES = 8 * 1024 * 1024
+# Kept at most this long (registries issue tokens for 5 minutes or more; an expired one costs one retry).
+TOKEN_CACHE_SECONDS = 300.0
+
+
 @dataclass
 class _RegistryState:
     challenges: list[Challenge] | None = None
     supports_signatures: bool = False
-    # (fingerprint of the credentials the token was issued for, "" when anonymous; scope) -> token: a token
-    # one credential set obtained is never presented for another.
-    tokens: dict[tuple[str, str], str] = field(default_factory=dict)
     ping_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+# (registry, fingerprint of the credentials the token was issued for ("" when anonymous), scope): a token one
+# credential set obtained is never presented for another.
+_TokenKey = tuple[str, str, str]
 
 
 @dataclass
@@ -160,7 +180,11 @@ class RegistryClient:
         self._ssl_context = _ssl_context(settings.ca_file)
         self._resolver = resolver
         self._pool = _Pool()
-        self._state: dict[str, _RegistryState] = {}
+        # Shared with the views of this client bound to pull credentials.
+        self.registry_states: ExpiringLRU[str, _RegistryState] = ExpiringLRU(
+            "registry_state", REGISTRY_STATE_ENTRIES, max_bytes=REGISTRY_STATE_BYTES)
+        self.tokens: ExpiringLRU[_TokenKey, str] = ExpiringLRU("token", TOKEN_CACHE_ENTRIES,
+                                                               max_bytes=TOKEN_CACHE_BYTES)
         self._pull = NO_PULL_CREDENTIALS
 
     def with_pull_credentials(self, pull: PullCredentials) -> RegistryClient:
@@ -176,7 +200,8 @@ class RegistryClient:
             policy = AddressPolicy(self.settings.allowed_cidrs)
             connect_seconds = min(5.0, self.settings.timeout_seconds)
             connector = aiohttp.TCPConnector(
-                ssl=self._ssl_context, limit=100, keepalive_timeout=5.0,
+                ssl=self._ssl_context, limit=MAX_CONNECTIONS, limit_per_host=MAX_CONNECTIONS_PER_HOST,
+                keepalive_timeout=5.0,
                 resolver=GuardedResolver(policy, self._resolver, connect_seconds),
                 socket_factory=guarded_socket(policy),
                 use_dns_cache=False,  # a name is resolved (and checked) for each new connection, as DNS answers now
@@ -281,7 +306,10 @@ class RegistryClient:
 
     async def _ping(self, registry: str) -> _RegistryState:
         """The registry's /v2/ answer, asked once; its scope (or the upstream's, for a mirror) is checked first."""
-        state = self._state.setdefault(registry, _RegistryState())
+        state = self.registry_states.get(registry)
+        if state is None:
+            state = _RegistryState()
+            self.registry_states.put(registry, state, REGISTRY_STATE_SECONDS)
         async with state.ping_lock:
             if state.challenges is None:
                 response, _ = await self._read(URL(f"{self.base_url(registry)}/v2/"), {}, registry, 64 * 1024)
@@ -305,7 +333,7 @@ class RegistryClient:
         return candidates or [None]
 
     async def _authorization(self, registry: str, repository_path: str, state: _RegistryState,
-                             credentials: Credentials | None) -> tuple[str, tuple[str, str] | None] | None:
+                             credentials: Credentials | None) -> tuple[str, _TokenKey | None] | None:
         """(Authorization header, the key of the token it carries) for a request with `credentials`."""
         for challenge in state.challenges or []:
             if challenge.scheme == "basic":
@@ -314,11 +342,11 @@ class RegistryClient:
                 return credentials.basic_header(), None
             if challenge.scheme == "bearer":
                 scope = f"repository:{repository_path}:pull"
-                key = (credentials.fingerprint() if credentials else "", scope)
-                token = state.tokens.get(key)
+                key = (registry, credentials.fingerprint() if credentials else "", scope)
+                token = self.tokens.get(key)
                 if token is None:
                     token = await self._fetch_token(registry, challenge, scope, credentials)
-                    state.tokens[key] = token
+                    self.tokens.put(key, token, TOKEN_CACHE_SECONDS)
                 return f"Bearer {token}", key
         return None
 
@@ -426,7 +454,7 @@ class RegistryClient:
                 headers["Authorization"] = authorization[0]
             response, body = await self._read(URL(f"{self.base_url(registry)}{path}"), headers, registry, limit)
             if response.status == 401 and attempt == 0 and authorization and authorization[1]:
-                state.tokens.pop(authorization[1], None)  # an expired token: fetch a new one once
+                self.tokens.remove(authorization[1])  # an expired token: fetch a new one once
                 continue
             return response, body
         return response, body

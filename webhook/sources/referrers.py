@@ -28,6 +28,7 @@ from typing import Any, Literal
 
 from webhook import strictjson
 from webhook.artifacts import Collected, ImageTarget, SignatureMaterial
+from webhook.cache import ExpiringLRU
 from webhook.registry.client import RegistryClient, RegistryError
 from webhook.sources.base import SignatureSource
 
@@ -45,6 +46,8 @@ MAX_REFERRERS_BYTES = 4 * 1024 * 1024
 MAX_SIGNATURES = 16
 MAX_ENVELOPE_BYTES = 1024 * 1024
 REFERRERS_MODE_SECONDS = 300.0
+REFERRERS_MODE_ENTRIES = 256  # registries, per authority that reads referrers
+REFERRERS_MODE_BYTES = 128 * 1024
 MAX_SHARED_LOOKUPS = 64
 
 
@@ -149,15 +152,15 @@ class OciReferrers(SignatureSource):
         self.kind = kind
         self.limit = limit
         self._clock = clock
-        # registry -> (what it offers, until when that is trusted)
-        self._modes: dict[str, tuple[ReferrersMode, float]] = {}
+        # registry -> what it offers, trusted for REFERRERS_MODE_SECONDS
+        self.modes: ExpiringLRU[str, ReferrersMode] = ExpiringLRU(
+            "referrers_mode", REFERRERS_MODE_ENTRIES, clock, max_bytes=REFERRERS_MODE_BYTES)
 
     def _mode(self, registry: str) -> ReferrersMode | None:
-        known = self._modes.get(registry)
-        return known[0] if known is not None and known[1] > self._clock() else None
+        return self.modes.get(registry)
 
     def _learned(self, registry: str, mode: ReferrersMode) -> None:
-        self._modes[registry] = (mode, self._clock() + REFERRERS_MODE_SECONDS)
+        self.modes.put(registry, mode, REFERRERS_MODE_SECONDS)
 
     async def _from_api(self, image: ImageTarget, registry: RegistryClient) -> tuple[Any, bool]:
         """(the referrers index the API answers or None, whether the registry said it does not offer the API).
