@@ -71,3 +71,6 @@ def configure(level: str, log_format: LogFormat) -> None:
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
     # Neither format prints these; not gathering them makes each record (one per admission) cheaper.
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
+    # Nor where a record was logged from: finding it walks the caller's stack for every record (the logging
+    # HOWTO's own advice when it is not printed).
+    logging._srcfile = None
