@@ -230,6 +230,12 @@ def test_health_and_readiness(client: TestClient) -> None:
     assert ready.status_code == 200 and ready.json()["status"] == "ready"
 
 
+@pytest.mark.parametrize("webhook", ["/validate", "/mutate"])
+def test_webhooks_answer_only_posts(client: TestClient, webhook: str) -> None:
+    assert client.get(webhook).status_code == 405
+    assert client.post(webhook, content=review(pod({"name": "a", "image": "nginx:1.27"}))).status_code == 200
+
+
 def test_image_matching_no_policy_is_denied_by_default(client: TestClient) -> None:
     answer = client.post("/validate", content=review(pod({"name": "a", "image": "nginx:1.27"}))).json()
     assert answer["response"]["uid"] == "u-1"
