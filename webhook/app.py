@@ -286,7 +286,7 @@ def create_app(config: WebhookConfig) -> FastAPI:
         if decision is not None:
             # One line per review (not per image): at admission rates, log writes are a large share of the work.
             decision.fields["durationMs"] = round(seconds * 1000, 3)
-            log.info("%s", decision)
+            log.info(decision)
         return ReviewResponse(review)
 
     async def validate(request: Request) -> Response:
