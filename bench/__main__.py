@@ -66,7 +66,7 @@ LATENCY_CHAIN = 5
 DEADLINE_SECONDS = 9.0
 
 # The targets of the performance issue.
-TARGET_WARM_RATIO = 0.5
+TARGET_WARM_RATIO = 0.65
 TARGET_WARM_P99_MS = 20.0
 TARGET_COLD_RATIO = 1 / 3
 TARGET_RSS_MIB = 200.0
@@ -130,6 +130,8 @@ def warm(report: Report, trustgate: load.Server, floor: load.Server, images: Seq
     errors = sum(ours.errors for ours, _ in rounds)
     ours_cpu = statistics.median(cpu_per_request[trustgate.port])
     floor_cpu = statistics.median(cpu_per_request[floor.port])
+    floor_p50 = statistics.median(theirs.p50_ms for _, theirs in rounds)
+    floor_p99 = statistics.median(theirs.p99_ms for _, theirs in rounds)
     report.add(
         "## Warm path", "",
         f"Pods with 3 verified images (one per format, by digest), {WARM_CONNECTIONS} HTTPS keep-alive connections, "
@@ -140,16 +142,16 @@ def warm(report: Report, trustgate: load.Server, floor: load.Server, images: Seq
         *(f"| {index + 1} | {ours.requests_per_second:.0f} | {ours.p50_ms:.1f} ms | {ours.p99_ms:.1f} ms | "
           f"{theirs.requests_per_second:.0f} | {theirs.p50_ms:.1f} ms | {theirs.p99_ms:.1f} ms | {r:.2f} |"
           for index, ((ours, theirs), r) in enumerate(zip(rounds, ratios, strict=True))), "",
-        f"Median ratio {ratio:.2f}; trustgate median p50 {p50:.1f} ms, median p99 {p99:.1f} ms; "
+        f"Median ratio {ratio:.2f}; median p50 {p50:.1f} ms (trivial endpoint {floor_p50:.1f} ms), median p99 "
+        f"{p99:.1f} ms (trivial endpoint {floor_p99:.1f} ms); "
         f"socket errors and non-2xx answers: {errors}. Server CPU per request (from /proc, median of rounds): "
         f"trustgate {ours_cpu * 1e6:.0f} us, trivial endpoint {floor_cpu * 1e6:.0f} us.", "")
     why = (f"trustgate's own work (parsing the review, the pipeline's cached lookups, the decision log line, a "
            f"larger answer) costs {(ours_cpu - floor_cpu) * 1e6:.0f} us of CPU per request on top of the "
-           f"{floor_cpu * 1e6:.0f} us that uvicorn, TLS and FastAPI cost both servers")
+           f"{floor_cpu * 1e6:.0f} us the trivial endpoint costs (uvicorn and TLS, as for trustgate, and FastAPI)")
     report.target(f"warm path >= {TARGET_WARM_RATIO:.0%} of the trivial endpoint's throughput",
                   ratio >= TARGET_WARM_RATIO, f"median ratio {ratio:.2f} ({ratio / TARGET_WARM_RATIO:.0%} of target)"
                   + ("" if ratio >= TARGET_WARM_RATIO else f"; {why}"))
-    floor_p99 = statistics.median(theirs.p99_ms for _, theirs in rounds)
     report.target(f"warm path p99 <= {TARGET_WARM_P99_MS:g} ms at concurrency {WARM_CONNECTIONS}",
                   p99 <= TARGET_WARM_P99_MS,
                   f"p99 {p99:.1f} ms ({p99 - TARGET_WARM_P99_MS:+.1f} ms); the trivial endpoint's own p99 is "

@@ -136,18 +136,19 @@ def pod_spec_images(spec: Any, path: tuple[str, ...]) -> Iterator[PodImage]:
             continue
         if not isinstance(entries, list):
             raise BadReviewError(f"{prefix}.{field.list_name} is not a list")
+        list_path = (*path, field.list_name)
+        # Each entry's paths extend its list's, which are joined once per list rather than once per entry.
+        list_where = ".".join(list_path)
+        list_pointer = "".join(f"/{part}" for part in list_path)
         for index, entry in enumerate(entries):
-            image = _named_image(entry, (*path, field.list_name), index, field.reference_path)
+            image = _named_image(entry, f"{list_where}[{index}]", f"{list_pointer}/{index}", field.reference_path)
             if image is not None:
                 yield image
 
 
-def _named_image(entry: Any, list_path: tuple[str, ...], index: int,
-                 reference_path: tuple[str, ...]) -> PodImage | None:
-    """The image one list entry names at `reference_path`; None where it names none (a volume of another type,
-    a template leaving the image to be filled in)."""
-    *parents, list_name = list_path
-    where = ".".join((*parents, f"{list_name}[{index}]"))
+def _named_image(entry: Any, where: str, pointer: str, reference_path: tuple[str, ...]) -> PodImage | None:
+    """The image one list entry (at `where`, JSON pointer `pointer`) names at `reference_path`; None where it
+    names none (a volume of another type, a template leaving the image to be filled in)."""
     value = entry
     for part in reference_path:
         if not isinstance(value, dict):
@@ -156,9 +157,9 @@ def _named_image(entry: Any, list_path: tuple[str, ...], index: int,
         if value is None:
             return None
         where = f"{where}.{part}"
+        pointer = f"{pointer}/{part}"
     if not isinstance(value, str):
         raise BadReviewError(f"{where} is not a string")
-    pointer = "".join(f"/{part}" for part in (*list_path, str(index), *reference_path))
     return PodImage(where, pointer, value)
 
 

@@ -12,7 +12,7 @@ import logging
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from typing import Literal
+from typing import Any, Literal, cast
 
 LogFormat = Literal["text", "json"]
 LOG_FORMATS: tuple[LogFormat, ...] = ("text", "json")
@@ -20,8 +20,8 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 class Decision:
-    """One AdmissionReview's decision. Holds only names, digests, verdicts and reasons: never credentials or key
-    material, which no verdict carries."""
+    """One AdmissionReview's decision, logged as the record's message (`log.info(decision)`). Holds only names,
+    digests, verdicts and reasons: never credentials or key material, which no verdict carries."""
 
     __slots__ = ("fields",)
 
@@ -30,16 +30,15 @@ class Decision:
 
     def __str__(self) -> str:
         fields = self.fields
-        images = fields["images"]
-        assert isinstance(images, Sequence)
+        # Gathered by the webhook as a list of mappings; rendered once per review, so not checked again here.
+        images = cast("Sequence[Mapping[str, Any]]", fields["images"])
         rendered = "; ".join(_image_text(image) for image in images)
         return (f"{fields['webhook']} {fields['uid']} {fields['operation']} {fields['kind']} "
                 f"{fields['namespace']}/{fields['name'] or '(generated)'} (policy generation "
                 f"{fields['policyGeneration']}){' (dry run)' if fields['dryRun'] else ''}: {rendered}")
 
 
-def _image_text(image: object) -> str:
-    assert isinstance(image, Mapping)
+def _image_text(image: Mapping[str, Any]) -> str:
     where = f"{image['field']} {image['image']}"
     if image["verdict"] == "admitted":
         return f"{where} admitted"
@@ -53,10 +52,9 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
         }
-        decision = record.args[0] if isinstance(record.args, tuple) and len(record.args) == 1 else None
-        if isinstance(decision, Decision):
+        if isinstance(record.msg, Decision):
             entry["message"] = "admission decision"
-            entry.update(decision.fields)
+            entry.update(record.msg.fields)
         else:
             entry["message"] = record.getMessage()
         if record.exc_info:
@@ -71,3 +69,6 @@ def configure(level: str, log_format: LogFormat) -> None:
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
     # Neither format prints these; not gathering them makes each record (one per admission) cheaper.
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
+    # Nor where a record was logged from: finding it walks the caller's stack for every record (the logging
+    # HOWTO's own advice when it is not printed).
+    logging._srcfile = None

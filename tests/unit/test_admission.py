@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from prometheus_client import REGISTRY
+from starlette.responses import JSONResponse
 
 from tests.helpers import resources, trust_policy
 from webhook.admission import (
@@ -23,7 +24,7 @@ from webhook.admission import (
     parse_review,
     pinned_reference,
 )
-from webhook.app import MAX_BODY_BYTES, WebhookConfig, create_app
+from webhook.app import MAX_BODY_BYTES, ReviewResponse, WebhookConfig, create_app
 from webhook.config import LoadedResources, load_resources
 from webhook.pipeline import ImageVerdict, VerifySettings
 from webhook.policy.compile import compile_policy_set
@@ -205,6 +206,15 @@ def test_messages_and_warnings_fit_the_api_server_limits() -> None:
     assert sum(len(warning) for warning in warnings) <= MAX_WARNINGS_TOTAL_CHARS
 
 
+def test_answers_are_rendered_byte_for_byte_as_json_responses_are() -> None:
+    answer = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+              "response": {"uid": "u-1", "allowed": False, "warnings": ["ünïcode \u2028 \"quoted\""],
+                           "status": {"code": 403, "message": "denied"}}}
+    assert ReviewResponse(answer).body == JSONResponse(answer).body
+    with pytest.raises(ValueError, match="JSON compliant"):
+        ReviewResponse({"value": float("nan")})
+
+
 @pytest.fixture
 def client() -> Iterator[TestClient]:
     policies = compile_policy_set(load_resources(REPO / "examples" / "config"))
@@ -218,6 +228,12 @@ def test_health_and_readiness(client: TestClient) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz")
     assert ready.status_code == 200 and ready.json()["status"] == "ready"
+
+
+@pytest.mark.parametrize("webhook", ["/validate", "/mutate"])
+def test_webhooks_answer_only_posts(client: TestClient, webhook: str) -> None:
+    assert client.get(webhook).status_code == 405
+    assert client.post(webhook, content=review(pod({"name": "a", "image": "nginx:1.27"}))).status_code == 200
 
 
 def test_image_matching_no_policy_is_denied_by_default(client: TestClient) -> None:

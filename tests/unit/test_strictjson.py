@@ -43,7 +43,17 @@ def test_a_repeated_key_is_refused_at_any_depth_and_named() -> None:
     (b"[Infinity]", "JSON constant Infinity is not allowed"),
     (b'{"a": "\xff"}', "not UTF-8"),
     (b'{"a": 1', "not JSON"),
+    (b'\xef\xbb\xbf{"a": 1}', "not JSON: a byte order mark"),
 ])
 def test_constants_bad_utf8_and_broken_json_are_refused(data: bytes, message: str) -> None:
     with pytest.raises(StrictJSONError, match=message):
         strictjson.loads(data)
+
+
+def test_refusals_hold_on_every_call_of_the_shared_decoder() -> None:
+    assert strictjson.loads(b'{"a": 1, "b": [2]}') == {"a": 1, "b": [2]}
+    for _ in range(2):
+        with pytest.raises(StrictJSONError, match="duplicate JSON key 'a'"):
+            strictjson.loads(b'{"a": 1, "a": 2}')
+        with pytest.raises(StrictJSONError, match="JSON constant NaN"):
+            strictjson.loads(b"[NaN]")
