@@ -86,6 +86,10 @@ class Report:
         self.verdicts.append((name, met, detail))
         print(f"target {'MET' if met else 'MISSED'}: {name}: {detail}", flush=True)
 
+    def first_errors(self, result: load.LoadResult) -> None:
+        if result.errors:
+            self.add(f"First errors: {'; '.join(result.errors[:3])}", "")
+
 
 def _mib(value: float) -> str:
     return f"{value:.0f} MiB"
@@ -447,8 +451,7 @@ def rollout(report: Report, world: World, config: Path, images: Sequence[Image],
         f"| {len(result.errors)} | {_ms(result.median)} | {_ms(result.percentile(0.99))} | "
         f"{_ms(max(result.latencies))} | {result.wall_seconds:.2f} s | "
         f"{ROLLOUT_ADMISSIONS / result.wall_seconds:.0f} | {_mib(rss)} | {_mib(rss_after)} |", "")
-    if result.errors:
-        report.add(f"First errors: {'; '.join(result.errors[:3])}", "")
+    report.first_errors(result)
     report.target(f"rollout of {ROLLOUT_ADMISSIONS:,} admissions over {len(images):,} images with zero errors",
                   not result.errors, f"{len(result.errors)} errors; p99 {_ms(result.percentile(0.99))}")
     report.target(f"rollout peak RSS <= {_mib(TARGET_RSS_MIB)}", rss <= TARGET_RSS_MIB,
@@ -522,8 +525,7 @@ def slow(report: Report, world: World, work: Path) -> None:
         f"behind a proxy that delays every request by {SLOW_DELAY_SECONDS * 1000:.0f} ms.", "",
         "| errors | total | slowest admission | fastest admission |", "| --- | --- | --- | --- |",
         f"| {len(result.errors)} | {total:.2f} s | {_ms(max(result.latencies))} | {_ms(min(result.latencies))} |", "")
-    if result.errors:
-        report.add(f"First errors: {'; '.join(result.errors[:3])}", "")
+    report.first_errors(result)
     report.target(f"slow registry under {TARGET_SLOW_SECONDS:g} s", total < TARGET_SLOW_SECONDS and not result.errors,
                   f"{total:.2f} s ({total - TARGET_SLOW_SECONDS:+.2f} s), {len(result.errors)} errors")
 
@@ -548,8 +550,7 @@ def latency(report: Report, world: World, work: Path) -> None:
         f"| {len(result.errors)} | {result.wall_seconds:.2f} s | {_ms(result.median)} | "
         f"{_ms(result.percentile(0.99))} | {_ms(max(result.latencies))} | "
         f"{', '.join(f'{code} x{n}' for code, n in codes.items()) or 'none'} |", "")
-    if result.errors:
-        report.add(f"First errors: {'; '.join(result.errors[:3])}", "")
+    report.first_errors(result)
     report.target(f"{LATENCY_IMAGES} cold images behind {LATENCY_DELAY_SECONDS * 1000:.0f} ms: every one admitted",
                   not result.errors,
                   f"{len(result.errors)} errors in {result.wall_seconds:.2f} s; a cold image needs "
