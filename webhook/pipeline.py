@@ -71,8 +71,9 @@ IMAGE_CACHE_BYTES = 24 * 1024 * 1024  # an image's whole verdict, twice: about 8
 # no more than the reviews in flight can ask for at once.
 FLIGHT_ENTRIES = 1_024
 FLIGHT_BYTES = 4 * 1024 * 1024
-# Registries with their own bound on concurrent work: those contacted within REGISTRY_SLOT_SECONDS. A registry
-# forgotten while busy gets a fresh bound, so only more than this many busy registries at once could exceed it.
+# Registries with their own bound on concurrent work, each kept REGISTRY_SLOT_SECONDS from its first use. A
+# registry forgotten while busy (expired, or evicted by more than this many others) gets a fresh bound: until the
+# work holding the old one ends, both apply, so for those seconds up to twice the work may run against it.
 REGISTRY_SLOT_ENTRIES = 1_024
 REGISTRY_SLOT_BYTES = 1024 * 1024
 REGISTRY_SLOT_SECONDS = 3_600.0
