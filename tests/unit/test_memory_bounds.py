@@ -15,6 +15,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+import yaml
 
 from webhook.cache import ExpiringLRU, SingleFlight
 from webhook.cluster import NAMESPACE_LABELS_BYTES, NAMESPACE_LABELS_ENTRIES, NamespaceLabels, PodPullCredentials
@@ -194,3 +195,10 @@ def test_the_memory_table_states_every_bound_the_code_has() -> None:
     stated = re.search(r"The byte bounds above add up to (\d+) MiB", PAGE.read_text())
     assert stated is not None
     assert int(stated.group(1)) == round(sum(bytes_bound for _, bytes_bound in code_bounds().values()) / 2**20)
+
+
+def test_the_memory_page_states_the_charts_webhook_memory_limit() -> None:
+    values = yaml.safe_load((PAGE.parents[1] / "charts" / "trustgate" / "values.yaml").read_text())
+    limit = values["webhook"]["resources"]["limits"]["memory"]
+    assert limit.endswith("Mi") and int(limit.removesuffix("Mi")) >= 200
+    assert f"The chart's webhook memory limit ({limit.removesuffix('Mi')} MiB)" in " ".join(PAGE.read_text().split())
