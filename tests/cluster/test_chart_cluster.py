@@ -7,8 +7,6 @@ as its own process under `unshare --net`, so that nothing it starts can reach an
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -27,16 +25,9 @@ def test_air_gapped_install_upgrade_and_uninstall(tmp_path: Path) -> None:
                     "--oci-archive", str(image_archive)], check=True, timeout=IMAGE_BUILD_TIMEOUT)
     command = [infra.tool("unshare"), "--net", "--", "sh", "-c", 'ip link set lo up && exec "$@"', "sh",
                sys.executable, "-m", "tests.cluster.airgap", str(tmp_path / "walkthrough"), str(image_archive)]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=infra.REPO_ROOT,
-                               env={**os.environ, "PATH": f"{infra.TOOLS_BIN}{os.pathsep}{os.environ['PATH']}"},
-                               start_new_session=True)
-    try:
-        output, _ = process.communicate(timeout=WALKTHROUGH_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        # The walkthrough's own servers are in its process group: stop them all.
-        os.killpg(process.pid, signal.SIGTERM)
-        output, _ = process.communicate()
-    text = output.decode(errors="replace")
+    # The walkthrough's own servers are in its process group, stopped whole if it overruns.
+    completed = infra.run_process_group(command, WALKTHROUGH_TIMEOUT, stderr=subprocess.STDOUT)
+    text = completed.stdout.decode(errors="replace")
     print(text)
-    assert process.returncode == 0, text[-8000:]
+    assert completed.returncode == 0, text[-8000:]
     assert "== walkthrough passed" in text

@@ -15,6 +15,7 @@ import ipaddress
 import json
 import os
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -65,6 +66,22 @@ def run(*command: str, env: dict[str, str] | None = None, input: bytes | None = 
         raise RuntimeError(f"{' '.join(command)} failed ({completed.returncode}): "
                            f"{completed.stderr.decode(errors='replace')}")
     return completed.stdout.decode(errors="replace")
+
+
+def run_process_group(command: Sequence[str], timeout: float, *,
+                      stderr: int = subprocess.PIPE) -> subprocess.CompletedProcess[bytes]:
+    """Run `command` from the repository root, the project's tools first on PATH, as the leader of its own process
+    group. Past `timeout` the whole group (whatever the command started: servers, a namespace's processes) is
+    stopped; what it wrote until then is returned with its exit status."""
+    process = subprocess.Popen(list(command), stdout=subprocess.PIPE, stderr=stderr, cwd=REPO_ROOT,
+                               env={**os.environ, "PATH": f"{TOOLS_BIN}{os.pathsep}{os.environ['PATH']}"},
+                               start_new_session=True)
+    try:
+        output, errors = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGTERM)
+        output, errors = process.communicate()
+    return subprocess.CompletedProcess(process.args, process.returncode, output, errors)
 
 
 def free_port() -> int:

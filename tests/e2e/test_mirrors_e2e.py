@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import signal
-import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -214,17 +211,10 @@ def _in_network_namespace(tmp_path: Path, spec: dict[str, Any]) -> dict[str, Any
     command = [infra.tool("unshare"), "--net", "--mount", "--", "sh", "-c",
                'ip link set lo up && mount --bind "$0" /etc/hosts && exec "$@"', str(hosts),
                sys.executable, "-m", "tests.e2e.mirror_netns", str(spec_file)]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=infra.REPO_ROOT,
-                               env={**os.environ, "PATH": f"{infra.TOOLS_BIN}{os.pathsep}{os.environ['PATH']}"},
-                               start_new_session=True)
-    try:
-        output, errors = process.communicate(timeout=NETNS_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        # What the helper started is in its process group: stop it all.
-        os.killpg(process.pid, signal.SIGTERM)
-        output, errors = process.communicate()
-    assert process.returncode == 0, errors.decode(errors="replace")[-8000:]
-    observed: dict[str, Any] = json.loads(output.decode().splitlines()[-1])
+    # What the helper starts is in its process group, stopped whole if it overruns.
+    completed = infra.run_process_group(command, NETNS_TIMEOUT)
+    assert completed.returncode == 0, completed.stderr.decode(errors="replace")[-8000:]
+    observed: dict[str, Any] = json.loads(completed.stdout.decode().splitlines()[-1])
     return observed
 
 
