@@ -12,6 +12,7 @@ from webhook.artifacts import ResolvedImage
 from webhook.config import LoadedResources, Origin
 from webhook.policy.models import TrustPolicy, TrustStore
 from webhook.references import parse_reference
+from webhook.trust import CompiledTrustStore, compile_trust_store
 
 
 def armor_keys(binary_keyring: bytes) -> list[str]:
@@ -77,3 +78,15 @@ def resolved(reference: str, manifest: bytes, *, default_tag: bool = False) -> R
 
 def read(path: Path) -> bytes:
     return path.read_bytes()
+
+
+def record_store_compiles(monkeypatch: Any, module: Any) -> list[str]:
+    """The names of the TrustStores `module` compiles from now on, in order (each still compiled as before)."""
+    compiled: list[str] = []
+
+    def recording(store: TrustStore) -> CompiledTrustStore:
+        compiled.append(store.metadata.name)
+        return compile_trust_store(store)
+
+    monkeypatch.setattr(module, "compile_trust_store", recording)
+    return compiled

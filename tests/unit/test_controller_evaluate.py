@@ -30,11 +30,10 @@ from controller.evaluate import (
     evaluate_store,
     ready_condition,
 )
-from tests.helpers import trust_policy, trust_store
+from tests.helpers import record_store_compiles, trust_policy, trust_store
 from webhook.config import ConfigFileError, load_resources
 from webhook.policy.compile import compile_policy_set
 from webhook.policy.models import TrustStoreKey
-from webhook.trust import compile_trust_store
 from webhook.verifiers.base import discover_verifiers
 
 NOW = datetime.datetime.now(datetime.UTC)
@@ -316,14 +315,7 @@ def test_a_store_compiled_before_from_the_same_content_is_not_compiled_again(
     body = trust_store("release", {"k1": keys["valid"]})
     first = evaluate_store(body, _no_objects, NOW)
     assert first.ready and first.compiled is not None
-    compiled: list[str] = []
-    real_compile = compile_trust_store
-
-    def counting(store: Any) -> Any:
-        compiled.append(store.metadata.name)
-        return real_compile(store)
-
-    monkeypatch.setattr(evaluate, "compile_trust_store", counting)
+    compiled = record_store_compiles(monkeypatch, evaluate)
     again = evaluate_store(body, _no_objects, NOW, compiled_before={"release": first.compiled})
     assert again.ready and again.compiled is first.compiled and compiled == []
     # Validity is checked at each evaluation's own time, reused or not.

@@ -15,12 +15,11 @@ from typing import Any, ClassVar
 import gnupg
 import pytest
 
-from tests.helpers import resolved, resources, trust_policy, trust_store
+from tests.helpers import record_store_compiles, resolved, resources, trust_policy, trust_store
 from webhook import gpgkeys
 from webhook.artifacts import SignatureMaterial
 from webhook.policy import compile as policy_compile
 from webhook.policy.compile import PolicySet, compile_policy_set
-from webhook.trust import CompiledTrustStore, compile_trust_store
 from webhook.verifiers.gpg import GpgAuthorityVerifier
 
 REFERENCE = "registry.example/apps/web:v1"
@@ -122,14 +121,7 @@ def test_a_swap_reuses_unchanged_stores_and_policies(signers: Any, monkeypatch: 
     first = compile_policy_set(resources(_store({"alpha": armored["alpha"]}, "one"),
                                          _store({"beta": armored["beta"]}, "two"),
                                          _policy("p-one", "one"), _policy("p-two", "two")))
-    compiled_stores: list[str] = []
-    real_compile = compile_trust_store
-
-    def counting(store: Any) -> CompiledTrustStore:
-        compiled_stores.append(store.metadata.name)
-        return real_compile(store)
-
-    monkeypatch.setattr(policy_compile, "compile_trust_store", counting)
+    compiled_stores = record_store_compiles(monkeypatch, policy_compile)
     second = compile_policy_set(resources(_store({"alpha": armored["alpha"]}, "one"),
                                           _store({"beta": armored["beta"]}, "two"), _policy("p-one", "one"),
                                           _policy("p-two", "two", images=("registry.example/other/**",))),
